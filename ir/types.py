@@ -1,0 +1,77 @@
+"""Scalar types, layouts, value roles and op phases of the training IR."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class DType(enum.Enum):
+    F32 = "f32"
+    F16 = "f16"
+    I32 = "i32"
+    I64 = "i64"
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype({"f32": np.float32, "f16": np.float16, "i32": np.int32, "i64": np.int64}[self.value])
+
+    @property
+    def itemsize(self) -> int:
+        return self.numpy.itemsize
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.F32, DType.F16)
+
+
+class Layout(enum.Enum):
+    """Memory order of a 4-D activation; ANY for tensors where it does not apply."""
+
+    ANY = "any"
+    CHW = "chw"
+    HWC = "hwc"
+
+
+class Role(enum.Enum):
+    INPUT = "input"
+    PARAM = "param"
+    CONST = "const"
+    STATE = "state"
+    ACT = "act"
+    GRAD = "grad"
+    LOSS = "loss"
+
+
+class Phase(enum.Enum):
+    FORWARD = "forward"
+    LOSS = "loss"
+    BACKWARD = "backward"
+    UPDATE = "update"
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[int, ...]
+    dtype: DType = DType.F32
+    layout: Layout = Layout.ANY
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    def with_shape(self, shape: tuple[int, ...]) -> TensorType:
+        return TensorType(tuple(shape), self.dtype, self.layout)
+
+    def __str__(self) -> str:
+        dims = "".join(f"{d}x" for d in self.shape)
+        text = f"{dims}{self.dtype.value}"
+        if self.layout is not Layout.ANY:
+            text += f",{self.layout.value}"
+        return text

@@ -1,0 +1,69 @@
+"""The IR verifier: every rule a well-formed training graph obeys, each failure naming the op."""
+
+from __future__ import annotations
+
+from tinyodl.ir.graph import Graph, Op
+from tinyodl.ir.registry import IRError, infer_types, lookup
+from tinyodl.ir.types import Phase, Role
+
+_PHASE_ORDER = {Phase.FORWARD: 0, Phase.LOSS: 1, Phase.BACKWARD: 2, Phase.UPDATE: 3}
+
+
+def describe(op: Op, index: int) -> str:
+    outs = ", ".join(f"%{v.name}" for v in op.outputs)
+    where = f" (node {op.node!r})" if op.node else ""
+    return f"op #{index} {op.type}{' -> ' + outs if outs else ''}{where}"
+
+
+def verify_graph(graph: Graph) -> None:
+    """Raise IRError on the first violation."""
+    defined = set(graph.graph_values())
+    names: set[str] = set()
+    for value in graph.graph_values():
+        if value.name in names:
+            raise IRError(f"value %{value.name} defined twice")
+        names.add(value.name)
+        if value.producer is not None:
+            raise IRError(f"graph-level value %{value.name} has a producer")
+        if value.trainable and value.role is not Role.PARAM:
+            raise IRError(f"%{value.name}: only parameters can be trainable")
+    for value in graph.params + graph.state:
+        if value.name in graph.initial and graph.initial[value.name].shape != value.shape:
+            raise IRError(f"%{value.name}: initial value has shape {list(graph.initial[value.name].shape)}, "
+                          f"declared {list(value.shape)}")
+    phase_rank = 0
+    for index, op in enumerate(graph.ops):
+        where = describe(op, index)
+        try:
+            opdef = lookup(op.type)
+        except IRError as exc:
+            raise IRError(f"{where}: {exc}") from None
+        rank = _PHASE_ORDER[op.phase]
+        if rank < phase_rank:
+            raise IRError(f"{where}: {op.phase.value} op after a later phase")
+        phase_rank = rank
+        for value in op.inputs:
+            if value not in defined:
+                raise IRError(f"{where}: operand %{value.name} is used before it is defined")
+        try:
+            expected = infer_types(op.type, [v.type for v in op.inputs], op.attrs)
+        except IRError as exc:
+            raise IRError(f"{where}: {exc}") from None
+        if len(expected) != len(op.outputs):
+            raise IRError(f"{where}: has {len(op.outputs)} results, {op.type} produces {len(expected)}")
+        for value, want in zip(op.outputs, expected):
+            if (value.shape, value.dtype) != (want.shape, want.dtype):
+                raise IRError(f"{where}: result %{value.name} declared {value.type}, inferred {want}")
+            if value.name in names:
+                raise IRError(f"{where}: value %{value.name} defined twice")
+            if value.producer is not op:
+                raise IRError(f"{where}: result %{value.name} does not record its producer")
+            names.add(value.name)
+            defined.add(value)
+        for position in opdef.mutates:
+            if position < len(op.inputs) and op.inputs[position].role not in (Role.PARAM, Role.STATE):
+                raise IRError(f"{where}: writes operand %{op.inputs[position].name} in place, "
+                              "which is neither a parameter nor optimizer state")
+    for value in graph.outputs:
+        if value not in defined:
+            raise IRError(f"graph output %{value.name} is not defined")
