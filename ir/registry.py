@@ -52,6 +52,8 @@ class OpDef:
     macs: MacsFn | None = None
     # Operand indices the op overwrites in place (optimizer updates); such ops have no results.
     mutates: tuple[int, ...] = ()
+    # Operand positions that hold fixed statistics, never learnable even when they are parameters.
+    frozen_operands: tuple[int, ...] = ()
     doc: str = ""
 
     def with_defaults(self, attrs: Mapping[str, AttrValue] | None) -> dict[str, AttrValue]:

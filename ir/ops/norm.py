@@ -58,7 +58,7 @@ def _grad_bn(b: GradBuilder, op: Op, dys: Sequence[Value | None], wants: Sequenc
 
 
 register(OpDef("batchnorm", _infer_bn, _ref_bn, 5, 5, EPS, _grad_bn,
-               lambda ins, outs, a: ins[0].numel,
+               lambda ins, outs, a: ins[0].numel, frozen_operands=(3, 4),
                doc="(x - mean) / sqrt(var + eps) * gamma + beta with fixed mean/var; operands x,gamma,beta,mean,var"))
 
 

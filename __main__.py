@@ -1,0 +1,5 @@
+import sys
+
+from tinyodl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""The `tinyodl` command line: compile, simulate, ir, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from tinyodl.driver import TrainingOptions, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "kib": 1024, "m": 1024 * 1024, "mib": 1024 * 1024}
+    lowered = text.strip().lower()
+    for suffix, factor in sorted(units.items(), key=lambda item: -len(item[0])):
+        if lowered.endswith(suffix):
+            return int(float(lowered[: -len(suffix)]) * factor)
+    return int(lowered)
+
+
+def _betas(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError("expected B1,B2 such as 0.9,0.999")
+    return float(parts[0]), float(parts[1])
+
+
+def _training_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("training options")
+    group.add_argument("--loss", choices=["cross_entropy", "mse"], default="cross_entropy")
+    group.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    group.add_argument("--lr", type=float, default=0.01)
+    group.add_argument("--momentum", type=float, default=0.0)
+    group.add_argument("--weight-decay", type=float, default=0.0)
+    group.add_argument("--nesterov", action="store_true")
+    group.add_argument("--betas", type=_betas, default=(0.9, 0.999), metavar="B1,B2")
+    group.add_argument("--eps", type=float, default=1e-8)
+    group.add_argument("--batch", type=int, default=None, help="batch size (default: the model's)")
+    group.add_argument("--train", default="all",
+                       help="what learns: all, none, last:N (last N parametrised layers), bias, or a comma list "
+                            "of initializer names")
+    group.add_argument("--dtype", choices=["fp32", "fp16", "mixed"], default="fp32")
+    group.add_argument("--layout", choices=["chw", "hwc", "auto"], default="chw")
+    group.add_argument("--fold-bn", action="store_true", help="fold batch norm into the preceding conv")
+    group.add_argument("--cores", type=int, default=8)
+    group.add_argument("--l1", type=_size, default=128 * 1024, metavar="BYTES")
+    group.add_argument("--l2", type=_size, default=64 * 1024 * 1024, metavar="BYTES")
+    parent.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parent
+
+
+def _options(args: argparse.Namespace) -> TrainingOptions:
+    return TrainingOptions(
+        loss=args.loss, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+        weight_decay=args.weight_decay, nesterov=args.nesterov, betas=args.betas, eps=args.eps,
+        batch=args.batch, train=args.train, dtype=args.dtype, layout=args.layout, fold_bn=args.fold_bn,
+        cores=args.cores, l1_bytes=args.l1, l2_bytes=args.l2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tinyodl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parent = _training_parent()
+
+    ir = sub.add_parser("ir", parents=[parent], help="print the training graph after the pipeline or any pass")
+    ir.add_argument("model", type=Path)
+    ir.add_argument("--print-after-all", action="store_true")
+    ir.add_argument("--print-after", action="append", default=[], metavar="PASS")
+    ir.add_argument("--pipeline", default=None, help='a pipeline string, e.g. "canonicalize,training{lr=0.1}"')
+    ir.add_argument("--time-passes", action="store_true")
+    ir.add_argument("--format", choices=["text", "dot"], default="text")
+    ir.add_argument("-o", "--output", type=Path, default=None)
+
+    simulate = sub.add_parser("simulate", parents=[parent], help="run training steps and check them")
+    simulate.add_argument("model", type=Path)
+    simulate.add_argument("--target", choices=["qemu", "reference"], default="qemu")
+    simulate.add_argument("--data", type=Path, default=None)
+    simulate.add_argument("--steps", type=int, default=1)
+    simulate.add_argument("--report", type=Path, default=None)
+    simulate.add_argument("--save-params", type=Path, default=None)
+    simulate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
+    simulate.add_argument("--quiet", action="store_true")
+
+    compile_ = sub.add_parser("compile", parents=[parent], help="emit a self-contained C project")
+    compile_.add_argument("model", type=Path)
+    compile_.add_argument("-o", "--output", type=Path, required=True)
+    compile_.add_argument("--data", type=Path, default=None, help="the batch to embed (default: random)")
+    compile_.add_argument("--steps", type=int, default=1)
+
+    doctor = sub.add_parser("doctor", help="check the RISC-V toolchain, QEMU and the plugin")
+    doctor.add_argument("--debug", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from tinyodl import commands
+        return int(getattr(commands, f"cmd_{args.command}")(args, _options(args) if args.command != "doctor"
+                                                             else None))
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"tinyodl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinyodl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The sub-commands behind the CLI; each takes the parsed arguments and returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+
+from tinyodl.driver import TrainingOptions, UserError, build_training_graph
+from tinyodl.ir.dot import to_dot
+from tinyodl.ir.text import print_graph
+from tinyodl.simulate import load_batches, run_reference, save_params, save_report, write_atomic
+
+
+def cmd_ir(args: argparse.Namespace, options: TrainingOptions) -> int:
+    printer = to_dot if args.format == "dot" else print_graph
+    print_after = {"all"} if args.print_after_all else set(args.print_after)
+    out = io.StringIO()
+    graph = build_training_graph(args.model, options, pipeline=args.pipeline, print_after=print_after,
+                                 time_passes=args.time_passes, out=out, printer=printer)
+    if not print_after:
+        out.write(printer(graph))
+    if args.output is not None:
+        write_atomic(args.output, lambda temp: temp.write_text(out.getvalue()))
+    else:
+        sys.stdout.write(out.getvalue())
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, options: TrainingOptions) -> int:
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    graph = build_training_graph(args.model, options)
+    batches = load_batches(graph, args.data, args.steps)
+    if args.target == "reference":
+        reference = run_reference(graph, batches)
+        for step, loss in enumerate(reference.losses):
+            print(f"step {step}: loss {loss:.6f}")
+        report = {"model": graph.name, "target": "reference", "dtype": options.dtype, "cores": 1,
+                  "steps": [{"loss": loss} for loss in reference.losses],
+                  "check": {"ok": True, "worst": None}}
+        if args.report is not None:
+            save_report(args.report, report)
+        if args.save_params is not None:
+            save_params(args.save_params, reference.params)
+        return 0
+    from tinyodl.qemu_sim import simulate_qemu
+    return simulate_qemu(args, options, graph, batches)
+
+
+def cmd_compile(args: argparse.Namespace, options: TrainingOptions) -> int:
+    from tinyodl.backend_c.project import write_project
+
+    graph = build_training_graph(args.model, options)
+    batches = load_batches(graph, args.data, args.steps)
+    write_project(graph, batches, options, args.output)
+    print(f"wrote {args.output} (make && make run)")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, options: None) -> int:
+    from tinyodl.runtime.host import doctor
+
+    failures = 0
+    for what, ok, detail in doctor():
+        print(f"{'ok  ' if ok else 'MISSING'} {what}: {detail}")
+        failures += not ok
+    return 0 if failures == 0 else 1

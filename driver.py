@@ -1,0 +1,90 @@
+"""From a model file and training options to a verified training graph: the compiler's front half."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from tinyodl.ir.graph import Graph
+from tinyodl.ir.text import print_graph
+from tinyodl.passes.canonicalize import Canonicalize
+from tinyodl.passes.manager import Pass, PassManager, parse_pipeline
+from tinyodl.passes.training import Training
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+@dataclass
+class TrainingOptions:
+    loss: str = "cross_entropy"
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    batch: int | None = None
+    train: str = "all"
+    dtype: str = "fp32"
+    layout: str = "chw"
+    fold_bn: bool = False
+    cores: int = 8
+    l1_bytes: int = 128 * 1024
+    l2_bytes: int = 64 * 1024 * 1024
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def passes(self) -> list[Pass]:
+        return [
+            Canonicalize(fold_bn=self.fold_bn, strip_softmax=self.loss == "cross_entropy"),
+            Training(loss=self.loss, optimizer=self.optimizer, lr=self.lr, momentum=self.momentum,
+                     weight_decay=self.weight_decay, nesterov=self.nesterov, beta1=self.betas[0],
+                     beta2=self.betas[1], eps=self.eps, train=self.train),
+        ]
+
+    def check(self) -> None:
+        if self.dtype != "fp32":
+            raise UserError(f"--dtype {self.dtype}: only fp32 is implemented so far (fp16/mixed come with the "
+                            "precision pass)")
+        if self.layout not in ("chw", "auto"):
+            raise UserError(f"--layout {self.layout}: only chw is implemented so far (the layout pass is to come)")
+        if self.batch is not None and self.batch < 1:
+            raise UserError(f"--batch must be >= 1, got {self.batch}")
+        if self.lr <= 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if not 1 <= self.cores <= 8:
+            raise UserError(f"--cores must be between 1 and 8, got {self.cores}")
+
+
+def import_model(model: Path, batch: int | None) -> Graph:
+    from tinyodl.frontend import FrontendError, import_onnx
+
+    try:
+        return import_onnx(model, batch=batch)
+    except FrontendError as exc:
+        raise UserError(str(exc)) from None
+
+
+def build_training_graph(model: Path, options: TrainingOptions, *, pipeline: str | None = None,
+                         print_after: set[str] | None = None, time_passes: bool = False,
+                         out: TextIO | None = None, printer=print_graph) -> Graph:  # type: ignore[no-untyped-def]
+    """Import `model` and run the pipeline (the options' default one, or `pipeline`)."""
+    from tinyodl.passes.manager import PassError, PassOptionError
+
+    options.check()
+    graph = import_model(model, options.batch)
+    try:
+        passes = parse_pipeline(pipeline) if pipeline else options.passes()
+        if out is not None and print_after and ("all" in print_after or "import" in print_after):
+            out.write("// ----- IR after import -----\n")
+            out.write(printer(graph))
+        manager = PassManager(passes, print_after=print_after or set(), time_passes=time_passes, out=out,
+                              printer=printer)
+        return manager.run(graph)
+    except PassOptionError as exc:
+        raise UserError(str(exc)) from None
+    except PassError as exc:
+        raise UserError(f"{model}: {exc}") from None
