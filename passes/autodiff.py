@@ -7,6 +7,7 @@ times are summed with `add` ops once all its uses have been differentiated.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping, Sequence
 
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value
@@ -67,7 +68,9 @@ def differentiate(graph: Graph, loss: Value) -> dict[Value, Value]:
             if all(g is None for g in out_grads):
                 continue
         builder = _Builder(graph, op)
-        grads = rule(builder, op, out_grads, wants)
+        # Rules read attributes by key; an op may leave defaulted attributes out, so fill them in.
+        complete = dataclasses.replace(op, attrs=lookup(op.type).with_defaults(op.attrs))
+        grads = rule(builder, complete, out_grads, wants)
         for value, grad, want in zip(op.inputs, grads, wants):
             if want and grad is not None:
                 if grad in builder.emitted and grad.name.startswith(builder.forward.outputs[0].name + "."):
