@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--save-params", type=Path, default=None)
     simulate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
     simulate.add_argument("--quiet", action="store_true")
+    simulate.add_argument("--build-dir", type=Path, default=None, help="keep the generated project here")
 
     compile_ = sub.add_parser("compile", parents=[parent], help="emit a self-contained C project")
     compile_.add_argument("model", type=Path)

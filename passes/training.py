@@ -115,6 +115,8 @@ def append_loss(graph: Graph, output: Value, kind: str) -> Value:
 
 def append_optimizer(graph: Graph, grads: dict[Value, Value], opts: Training) -> None:
     step: Value | None = None
+    # Each update is tagged with the layer that owns the parameter, so per-layer reports group them.
+    owner = {v: op.node for op in reversed(graph.ops) if op.phase is Phase.FORWARD for v in op.inputs}
     if opts.optimizer in ("adam", "adamw") and grads:
         step = graph.add_state(graph.unique_name("optimizer.step"), TensorType((), DType.I32))
         graph.append(Op("step_increment", [step], [], {}, Phase.UPDATE, "optimizer"))
@@ -122,7 +124,7 @@ def append_optimizer(graph: Graph, grads: dict[Value, Value], opts: Training) ->
         grad = grads.get(param)
         if grad is None:
             continue  # a trainable parameter the loss does not depend on
-        node = param.origin or param.name
+        node = owner.get(param, param.origin or param.name)
         if opts.optimizer == "sgd":
             attrs = {"lr": opts.lr, "momentum": opts.momentum, "weight_decay": opts.weight_decay,
                      "nesterov": int(opts.nesterov)}

@@ -1,0 +1,8 @@
+#ifndef TINYODL_BROADCAST_H
+#define TINYODL_BROADCAST_H
+
+/* y[i0,i1,i2,i3] = s * x[sum i_d * x_strides[d]] for y dense of `shape` (a stride of 0 repeats x along
+ * that axis). Split over the elements of y. */
+void broadcast_nd(const float *x, float *y, const int shape[4], const int x_strides[4], float s);
+
+#endif

@@ -1,0 +1,68 @@
+"""Typed description of the C program the templates render: buffers, kernel calls, regions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Buffer:
+    """One tensor in memory. `alias_of` buffers share another's storage (reshape is free)."""
+
+    symbol: str
+    ctype: str            # "float" or "int32_t"
+    numel: int
+    kind: str             # input | param | const | state | scratch
+    value_name: str
+    alias_of: Buffer | None = None
+    init: str = ""        # C initializer list for params/consts/state, empty for zeros
+
+    @property
+    def storage(self) -> Buffer:
+        return self.alias_of.storage if self.alias_of is not None else self
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * 4
+
+
+@dataclass
+class StructDecl:
+    ctype: str
+    symbol: str
+    fields: list[tuple[str, str]]
+
+
+@dataclass
+class KernelCall:
+    """A statement every core executes (a kernel call or a short inline statement)."""
+
+    code: str
+    comment: str
+    region: int
+    decls: list[StructDecl] = field(default_factory=list)
+
+
+@dataclass
+class Region:
+    """A perf region: one layer (ONNX node) in one phase."""
+
+    id: int
+    node: str
+    phase: str
+    ops: list[str] = field(default_factory=list)
+    macs: int = 0
+
+
+@dataclass
+class Program:
+    name: str
+    cores: int
+    steps: int
+    buffers: list[Buffer]
+    calls: list[KernelCall]
+    regions: list[Region]
+    inputs: list[Buffer]                 # per-step data inputs (pointers set by network_set_batch)
+    trainable: list[tuple[str, Buffer]]  # (ONNX name, buffer)
+    loss: Buffer
+    input_data: list[tuple[Buffer, str, int]] = field(default_factory=list)  # (input, data symbol, numel)

@@ -1,0 +1,178 @@
+"""Write the C project of a training graph: sources from templates, kernels and runtime copied beside.
+
+The directory is complete on its own (`make`, `make run`); output is deterministic and written
+atomically: everything goes to a temporary sibling directory that replaces the target at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from tinyodl.backend_c.emitters import EMITTERS, BackendError, EmitContext
+from tinyodl.backend_c.names import SymbolTable, c_float_exact, c_string, comment_text
+from tinyodl.backend_c.program import Buffer, KernelCall, Program, Region
+from tinyodl.driver import TrainingOptions, UserError
+from tinyodl.ir.graph import Graph, Value
+from tinyodl.ir.registry import op_macs
+from tinyodl.ir.types import Phase, Role
+
+KERNEL_FILES = ("conv.c", "linear.c", "pool.c", "elementwise.c", "norm.c", "loss.c", "optim.c", "broadcast.c")
+_PREFIX = {Role.INPUT: "in_", Role.PARAM: "p_", Role.CONST: "c_", Role.STATE: "s_", Role.ACT: "a_",
+           Role.GRAD: "g_", Role.LOSS: "a_"}
+STACK_BYTES = 16 * 1024
+
+
+def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
+    symbols = SymbolTable(reserved={"network_train_step", "network_init", "network_set_batch", "network_loss"})
+    buffers: dict[Value, Buffer] = {}
+
+    def add(value: Value, kind: str, init: str = "") -> Buffer:
+        ctype = "float" if value.dtype.is_float else "int"
+        buffer = Buffer(symbols.make(value.name, _PREFIX[value.role]), ctype, value.type.numel, kind, value.name,
+                        init=init)
+        buffers[value] = buffer
+        return buffer
+
+    for value in graph.inputs:
+        add(value, "input")
+    for value in graph.params:
+        add(value, "param" if value.role is Role.PARAM else "const", _initializer(graph.initial[value.name]))
+    for value in graph.state:
+        data = graph.initial[value.name]
+        add(value, "state", _initializer(data) if np.any(data) else "")
+    regions: dict[tuple[str, str], Region] = {}
+    calls: list[KernelCall] = []
+    for op in graph.ops:
+        if op.type == "reshape":
+            alias = Buffer(symbols.make(op.outputs[0].name, _PREFIX[op.outputs[0].role]), buffers[op.inputs[0]].ctype,
+                           op.outputs[0].type.numel, "view", op.outputs[0].name, alias_of=buffers[op.inputs[0]])
+            buffers[op.outputs[0]] = alias
+            continue
+        for value in op.outputs:
+            add(value, {Role.GRAD: "gradient", Role.LOSS: "loss"}.get(value.role, "activation"))
+        key = (op.node, op.phase.value)
+        region = regions.get(key)
+        if region is None:
+            region = regions[key] = Region(len(regions) + 1, op.node, op.phase.value)
+        region.ops.append(op.type)
+        region.macs += op_macs(op)
+        ctx = EmitContext(symbols, lambda v: buffers[v].symbol)
+        emitter = EMITTERS.get(op.type)
+        if emitter is None:
+            raise UserError(f"node {op.node!r}: op {op.type} has no C kernel yet")
+        try:
+            code = emitter(op, ctx)
+        except BackendError as exc:
+            raise UserError(f"node {op.node!r}: {exc}") from None
+        subject = f" {op.inputs[0].origin or op.inputs[0].name}" if op.phase is Phase.UPDATE and op.inputs else ""
+        comment = comment_text(f"{op.node} ({op.phase.value}): {op.type}{subject}")
+        calls.append(KernelCall(code, comment, region.id, ctx.decls))
+    if len(regions) >= 2047:
+        raise UserError(f"the model has {len(regions)} layer x phase regions; at most 2046 are supported")
+    inputs = [buffers[v] for v in graph.inputs]
+    trainable = [(v.origin or v.name, buffers[v]) for v in graph.trainable_params()]
+    program = Program(graph.name, cores, steps, list(_unique(buffers.values())), calls,
+                      list(regions.values()), inputs, trainable, buffers[graph.outputs[0]])
+    return program
+
+
+def _unique(items):  # type: ignore[no-untyped-def]
+    seen = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def _initializer(data: np.ndarray) -> str:
+    flat = np.asarray(data).reshape(-1)
+    if np.issubdtype(flat.dtype, np.integer):
+        words = [str(int(v)) for v in flat]
+    else:
+        words = [c_float_exact(float(v)) for v in flat.astype(np.float32)]
+    lines = [", ".join(words[i:i + 8]) for i in range(0, len(words), 8)]
+    return ",\n    ".join(lines)
+
+
+def _input_data(graph: Graph, batches: list[dict[str, np.ndarray]], buffer: Buffer) -> str:
+    chunks = []
+    for feed in batches:
+        array = np.asarray(feed[buffer.value_name])
+        chunks.append(array.astype(np.int32) if buffer.ctype == "int" else array.astype(np.float32))
+    return _initializer(np.concatenate([c.reshape(-1) for c in chunks]))
+
+
+def _environment() -> jinja2.Environment:
+    loader = jinja2.FileSystemLoader(str(resources.files("tinyodl.backend_c") / "templates"))
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["c_string"] = c_string
+    env.filters["comment"] = comment_text
+    return env
+
+
+def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: TrainingOptions,
+                   ) -> tuple[Program, dict[str, str]]:
+    program = lower_to_program(graph, len(batches), options.cores)
+    env = _environment()
+    data = {b.symbol: _input_data(graph, batches, b) for b in program.inputs}
+    l2_bytes = sum(b.nbytes for b in program.buffers if b.alias_of is None and b.kind != "input")
+    context = {"program": program, "model": comment_text(graph.name), "input_data": data,
+               "l1_bytes": options.l1_bytes, "l2_bytes": options.l2_bytes, "stack_bytes": STACK_BYTES,
+               "num_cores": options.cores, "kernel_files": KERNEL_FILES, "static_bytes": l2_bytes}
+    files = {
+        "src/network.h": env.get_template("network.h.j2").render(context),
+        "src/network.c": env.get_template("network.c.j2").render(context),
+        "src/params.h": env.get_template("params.h.j2").render(context),
+        "src/data.h": env.get_template("data.h.j2").render(context),
+        "src/main.c": env.get_template("main.c.j2").render(context),
+        "Makefile": env.get_template("Makefile.j2").render(context),
+    }
+    runtime_dir = resources.files("tinyodl.runtime") / "c"
+    files["link.ld"] = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
+        (runtime_dir / "link.ld.j2").read_text()).render(context)
+    for name in ("tinyodl_rt.h", "rt.c", "crt0.S"):
+        files[f"runtime/{name}"] = (runtime_dir / name).read_text()
+    kernel_dir = resources.files("tinyodl.backend_c") / "kernels"
+    for entry in sorted(kernel_dir.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith((".c", ".h")):
+            files[f"kernels/{entry.name}"] = entry.read_text()
+    files["regions.json"] = json.dumps({"model": graph.name, "cores": options.cores, "steps": len(batches),
+                                        "regions": [vars(r) for r in program.regions],
+                                        "params": [name for name, _ in program.trainable],
+                                        "static_bytes": l2_bytes}, indent=1) + "\n"
+    return program, files
+
+
+def write_project(graph: Graph, batches, options: TrainingOptions, out_dir: Path) -> Program:  # type: ignore[no-untyped-def]
+    steps = batches.steps if hasattr(batches, "steps") else batches
+    program, files = render_project(graph, steps, options)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for relative, text in sorted(files.items()):
+            path = staging / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        if out_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, retired / "old")
+            os.replace(staging, out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return program

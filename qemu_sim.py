@@ -1,0 +1,181 @@
+"""`tinyodl simulate --target qemu`: compile, build, run on the simulated cluster, check, report."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyodl.driver import TrainingOptions, UserError
+from tinyodl.ir.graph import Graph
+from tinyodl.simulate import Batches, ReferenceRun, run_reference, save_params, save_report
+
+RTOL, ATOL = 1e-4, 1e-5   # fp32 kernels against the float64 reference
+
+
+@dataclass
+class SimOutput:
+    losses: list[float]
+    params: dict[str, np.ndarray]
+
+
+def parse_output(stdout: str, param_names: list[str]) -> SimOutput:
+    losses: dict[int, float] = {}
+    params: dict[str, np.ndarray] = {}
+    lines = iter(stdout.splitlines())
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "LOSS":
+            losses[int(parts[1])] = float(np.frombuffer(bytes.fromhex(parts[2])[::-1], np.float32)[0])
+        elif len(parts) == 3 and parts[0] == "PARAM":
+            index, numel = int(parts[1]), int(parts[2])
+            words: list[str] = []
+            for body in lines:
+                if body.strip() == "END":
+                    break
+                words.extend(body.split())
+            if len(words) != numel:
+                raise ValueError(f"parameter {index}: {len(words)} words printed, {numel} expected")
+            raw = np.array([int(w, 16) for w in words], dtype=np.uint32)
+            params[param_names[index]] = raw.view(np.float32).copy()
+    return SimOutput([losses[i] for i in sorted(losses)], params)
+
+
+def compare(reference: ReferenceRun, simulated: SimOutput, steps: int) -> dict[str, Any]:
+    """Per tensor: pass when |sim - ref| <= ATOL + RTOL |ref| everywhere; report the worst tensor."""
+    if len(simulated.losses) != steps:
+        return {"ok": False, "worst": {"tensor": "loss", "rel_err": float("inf")},
+                "reason": f"the program printed {len(simulated.losses)} of {steps} losses"}
+    pairs = [(f"loss[step {i}]", np.array([r]), np.array([s]))
+             for i, (r, s) in enumerate(zip(reference.losses, simulated.losses))]
+    for name, ref in reference.params.items():
+        if name not in simulated.params:
+            return {"ok": False, "worst": {"tensor": name, "rel_err": float("inf")},
+                    "reason": f"parameter {name} missing from the output"}
+        pairs.append((name, np.asarray(ref, np.float64).reshape(-1), simulated.params[name].astype(np.float64)))
+    worst_name, worst_ratio, worst_rel, ok = "", -1.0, 0.0, True
+    for name, ref, sim in pairs:
+        diff = np.abs(sim - ref)
+        ratio = float(np.max(diff / (ATOL + RTOL * np.abs(ref)))) if diff.size else 0.0
+        if not np.all(np.isfinite(sim)):
+            ratio = float("inf")
+        rel = float(np.max(diff) / max(float(np.max(np.abs(ref))), 1e-30)) if diff.size else 0.0
+        ok &= ratio <= 1.0
+        if ratio > worst_ratio:
+            worst_name, worst_ratio, worst_rel = name, ratio, rel
+    return {"ok": bool(ok), "worst": {"tensor": worst_name, "rel_err": worst_rel, "tolerance_ratio": worst_ratio},
+            "tolerance": {"rtol": RTOL, "atol": ATOL}}
+
+
+def _progress(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"[tinyodl] {message}", file=sys.stderr, flush=True)
+
+
+def simulate_qemu(args: argparse.Namespace, options: TrainingOptions, graph: Graph, batches: Batches) -> int:
+    from tinyodl.backend_c.project import write_project
+    from tinyodl.runtime import host
+
+    try:
+        toolchain = host.find_toolchain(need_plugin=True)
+    except host.ToolchainError as exc:
+        raise UserError(str(exc)) from None
+    _progress(args, f"reference: {len(batches.steps)} step(s) in float64")
+    reference = run_reference(graph, batches)
+    keep = getattr(args, "build_dir", None)
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tinyodl-sim-"))
+    try:
+        project = work / "project"
+        _progress(args, f"compiling C project into {project}")
+        program = write_project(graph, batches, options, project)
+        _progress(args, "building with riscv64-unknown-elf-gcc")
+        try:
+            elf = host.build(project)
+        except host.BuildError as exc:
+            raise UserError(f"build failed: {exc}") from None
+        memory = host.memory_usage(elf, toolchain)
+        _progress(args, f"running {len(batches.steps)} step(s) in QEMU on {options.cores} harts")
+        result = host.run_qemu(elf, options.cores, args.timeout, count=True, toolchain=toolchain)
+        if not result.ok:
+            print(f"tinyodl: simulation failed: {result.failure}", file=sys.stderr)
+            return 1
+        simulated = parse_output(result.stdout, [name for name, _ in program.trainable])
+        check = compare(reference, simulated, len(batches.steps))
+        report = build_report(graph, options, program, result, simulated, check, memory)
+        print_summary(report)
+        if args.report is not None:
+            save_report(args.report, report)
+        if args.save_params is not None:
+            save_params(args.save_params, simulated.params)
+        if not check["ok"]:
+            worst = check["worst"]
+            print(f"tinyodl: check failed: worst tensor {worst['tensor']} (relative error {worst['rel_err']:.3g}, "
+                  f"{worst.get('tolerance_ratio', float('inf')):.3g}x the tolerance)", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def build_report(graph: Graph, options: TrainingOptions, program: Any, result: Any, simulated: SimOutput,
+                 check: dict[str, Any], memory: Any) -> dict[str, Any]:
+    cores = options.cores
+    steps = program.steps
+    layers = []
+    for region in program.regions:
+        per_core = [result.per_hart_regions.get(h, {}).get(region.id) for h in range(cores)]
+        insns = [c.insns if c else 0 for c in per_core]
+        cycles = [c.cycles if c else 0 for c in per_core]
+        macs = region.macs * steps
+        busiest = max(insns) if insns else 0
+        layers.append({"name": region.node, "op": "+".join(dict.fromkeys(region.ops)), "phase": region.phase,
+                       "macs": macs, "instructions": insns, "cycles_est": max(cycles) if cycles else 0,
+                       "mac_per_instr": macs / (cores * busiest) if busiest else 0.0})
+    per_core_total = [sum(layer["instructions"][h] for layer in layers) for h in range(cores)]
+    per_core_cycles = [sum(c.cycles for rid, c in result.per_hart_regions.get(h, {}).items() if rid != 0)
+                       for h in range(cores)]
+    total_macs = sum(layer["macs"] for layer in layers)
+    busiest_total = max(per_core_total) if per_core_total else 0
+    return {
+        "model": graph.name, "target": "qemu", "dtype": options.dtype, "cores": cores, "steps_run": steps,
+        "steps": [{"loss": loss} for loss in simulated.losses],
+        "check": check,
+        "layers": layers,
+        "totals": {"macs": total_macs, "instructions_max_core": busiest_total,
+                   "instructions_per_core": per_core_total,
+                   "mac_per_instr": total_macs / (cores * busiest_total) if busiest_total else 0.0,
+                   "cycles_est": max(per_core_cycles) if per_core_cycles else 0},
+        "memory": {"l1_bytes": memory.l1_used, "l1_capacity": memory.l1_bytes, "l2_bytes": memory.l2_used,
+                   "l2_capacity": memory.l2_bytes, "dma_bytes": 0},
+        "notes": "instructions and MACs are summed over all steps; instructions exclude start-up and output "
+                 "(region 0); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c)",
+    }
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    for step, item in enumerate(report["steps"]):
+        print(f"step {step}: loss {item['loss']:.6f}")
+    header = f"{'layer':<28} {'op':<34} {'phase':<8} {'MACs':>11} {'instr (max core)':>16} {'MAC/instr':>9}"
+    print(header)
+    print("-" * len(header))
+    for layer in report["layers"]:
+        print(f"{layer['name'][:28]:<28} {layer['op'][:34]:<34} {layer['phase']:<8} {layer['macs']:>11} "
+              f"{max(layer['instructions']):>16} {layer['mac_per_instr']:>9.3f}")
+    totals = report["totals"]
+    print("-" * len(header))
+    print(f"{'total':<28} {'':<34} {'':<8} {totals['macs']:>11} {totals['instructions_max_core']:>16} "
+          f"{totals['mac_per_instr']:>9.3f}")
+    memory = report["memory"]
+    print(f"cores {report['cores']}, est. cycles (busiest core) {totals['cycles_est']}, "
+          f"L1 {memory['l1_bytes']} B, L2 {memory['l2_bytes']} B, DMA {memory['dma_bytes']} B")
+    check = report["check"]
+    worst = check["worst"]
+    print(f"check: {'ok' if check['ok'] else 'FAILED'} (worst {worst['tensor']}: relative error "
+          f"{worst['rel_err']:.3g})")
