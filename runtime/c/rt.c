@@ -1,0 +1,392 @@
+/*
+ * tinyodl runtime: start-up in C, team fork/join, sleeping barrier, DMA model, UART output, exit,
+ * trap and watchdog reporting. See tinyodl_rt.h for the contract.
+ */
+#include "tinyodl_rt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- QEMU virt devices ------------------------------------------------------------------------ */
+
+#define UART_BASE 0x10000000u
+#define UART_THR 0u
+#define UART_LSR 5u
+#define UART_LSR_THR_EMPTY 0x20u
+#define TEST_DEVICE 0x00100000u
+#define TEST_PASS 0x5555u
+#define TEST_FAIL 0x3333u
+#define CLINT_MSIP ((volatile uint32_t *)0x02000000u)
+#define CLINT_MTIMECMP_LO(hart) ((volatile uint32_t *)(0x02004000u + 8u * (unsigned)(hart)))
+#define CLINT_MTIMECMP_HI(hart) ((volatile uint32_t *)(0x02004004u + 8u * (unsigned)(hart)))
+#define CLINT_MTIME_LO ((volatile uint32_t *)0x0200bff8u)
+#define CLINT_MTIME_HI ((volatile uint32_t *)0x0200bffcu)
+#define MTIME_TICKS_PER_MS 10000ull
+
+#define MSTATUS_MIE 0x8u
+#define MIE_MSIE 0x8u
+#define MIE_MTIE 0x80u
+#define MCAUSE_INTERRUPT 0x80000000u
+#define MCAUSE_MTI (MCAUSE_INTERRUPT | 7u)
+
+#define CSR_READ(name)                                                                     \
+    ({                                                                                     \
+        unsigned long value_;                                                              \
+        __asm__ volatile("csrr %0, " #name : "=r"(value_));                                \
+        value_;                                                                            \
+    })
+#define CSR_SET(name, bits) __asm__ volatile("csrs " #name ", %0" : : "r"(bits) : "memory")
+#define CSR_CLEAR(name, bits) __asm__ volatile("csrc " #name ", %0" : : "r"(bits) : "memory")
+#define CSR_READ_CLEAR(name, bits)                                                         \
+    ({                                                                                     \
+        unsigned long old_;                                                                \
+        __asm__ volatile("csrrc %0, " #name ", %1" : "=r"(old_) : "r"(bits) : "memory");  \
+        old_;                                                                              \
+    })
+#define FENCE_ALL() __asm__ volatile("fence iorw, iorw" : : : "memory")
+
+/* ---- linker-script symbols -------------------------------------------------------------------- */
+
+extern char __bss_start[], __bss_end[];
+extern char __tdata_start[], __tdata_size[], __tbss_size[], __tbss_offset[];
+extern char __tls_blocks_start[], __tls_block_bytes[];
+
+void __libc_init_array(void);
+int main(void);
+void rt_hart_start(int hart) __attribute__((noreturn));
+void rt_trap_fatal(unsigned mcause, unsigned mepc, unsigned mtval, unsigned hart)
+    __attribute__((noreturn));
+
+/* ---- shared state ----------------------------------------------------------------------------- */
+
+/* Boot hand-shake: in .data (loaded by QEMU, not cleared by the .bss zeroing that it waits for). */
+static volatile unsigned boot_released __attribute__((section(".data"))) = 0;
+static volatile unsigned fatal_taken __attribute__((section(".data"))) = 0;
+
+static volatile unsigned barrier_arrived;
+static volatile unsigned barrier_generation;
+
+static void (*volatile team_fn)(void *arg);
+static void *volatile team_arg;
+static volatile unsigned team_generation;
+
+volatile unsigned long long rt_dma_bytes_total;
+volatile unsigned long long rt_dma_transfers_total;
+volatile unsigned long long rt_dma_cycles_total;
+
+/* ---- cores ------------------------------------------------------------------------------------ */
+
+int rt_core_id(void)
+{
+    return (int)CSR_READ(mhartid);
+}
+
+int rt_num_cores(void)
+{
+    return RT_NUM_CORES;
+}
+
+/* Sleeps until *word differs from `seen`. A waker first changes the word, then raises our msip;
+ * clearing msip before each check means a wake-up arriving at any point is never lost. Interrupts are
+ * masked while waiting so a wake-up does not enter the trap handler; on hart 0 a short window after
+ * each wake-up lets a pending watchdog interrupt through. */
+static void wait_for_change(volatile unsigned *word, unsigned seen)
+{
+    int hart = rt_core_id();
+    unsigned long saved = CSR_READ_CLEAR(mstatus, MSTATUS_MIE);
+    for (;;) {
+        CLINT_MSIP[hart] = 0;
+        FENCE_ALL();
+        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
+            break;
+        __asm__ volatile("wfi" : : : "memory");
+        if (saved & MSTATUS_MIE) {
+            CLINT_MSIP[hart] = 0;
+            CSR_SET(mstatus, MSTATUS_MIE);
+            CSR_CLEAR(mstatus, MSTATUS_MIE);
+        }
+    }
+    CSR_SET(mstatus, saved & MSTATUS_MIE);
+}
+
+static void wake_others(void)
+{
+    int me = rt_core_id();
+    FENCE_ALL();
+    for (int hart = 0; hart < RT_NUM_CORES; hart++) {
+        if (hart != me)
+            CLINT_MSIP[hart] = 1;
+    }
+}
+
+void rt_barrier(void)
+{
+    if (RT_NUM_CORES == 1)
+        return;
+    unsigned generation = __atomic_load_n(&barrier_generation, __ATOMIC_ACQUIRE);
+    unsigned arrived = __atomic_fetch_add(&barrier_arrived, 1u, __ATOMIC_ACQ_REL);
+    if (arrived == RT_NUM_CORES - 1) {
+        __atomic_store_n(&barrier_arrived, 0u, __ATOMIC_RELAXED);
+        __atomic_store_n(&barrier_generation, generation + 1u, __ATOMIC_RELEASE);
+        wake_others();
+    } else {
+        wait_for_change(&barrier_generation, generation);
+    }
+}
+
+void rt_team_run(void (*fn)(void *arg), void *arg)
+{
+    team_fn = fn;
+    team_arg = arg;
+    __atomic_store_n(&team_generation, team_generation + 1u, __ATOMIC_RELEASE);
+    wake_others();
+    fn(arg);
+    rt_barrier();
+}
+
+static void __attribute__((noreturn)) worker_loop(void)
+{
+    unsigned seen = 0;
+    for (;;) {
+        wait_for_change(&team_generation, seen);
+        seen = __atomic_load_n(&team_generation, __ATOMIC_ACQUIRE);
+        void (*fn)(void *) = team_fn;
+        fn(team_arg);
+        rt_barrier();
+    }
+}
+
+/* ---- DMA model -------------------------------------------------------------------------------- */
+
+static void account_dma(unsigned bytes)
+{
+    rt_dma_bytes_total += bytes;
+    rt_dma_transfers_total += 1u;
+    rt_dma_cycles_total += RT_DMA_SETUP_CYCLES + (bytes + RT_DMA_BYTES_PER_CYCLE - 1u) / RT_DMA_BYTES_PER_CYCLE;
+}
+
+void rt_dma_copy(void *dst, const void *src, unsigned bytes)
+{
+    memcpy(dst, src, bytes);
+    account_dma(bytes);
+}
+
+void rt_dma_copy_2d(void *dst, const void *src, unsigned row_bytes, unsigned rows,
+                    unsigned dst_stride, unsigned src_stride)
+{
+    unsigned char *to = dst;
+    const unsigned char *from = src;
+    for (unsigned row = 0; row < rows; row++)
+        memcpy(to + row * dst_stride, from + row * src_stride, row_bytes);
+    account_dma(row_bytes * rows);
+}
+
+/* ---- output ----------------------------------------------------------------------------------- */
+
+void rt_putc(char c)
+{
+    volatile uint8_t *uart = (volatile uint8_t *)UART_BASE;
+    while (!(uart[UART_LSR] & UART_LSR_THR_EMPTY))
+        ;
+    uart[UART_THR] = (uint8_t)c;
+}
+
+void rt_puts(const char *s)
+{
+    while (*s)
+        rt_putc(*s++);
+}
+
+void rt_print_hex32(unsigned value)
+{
+    static const char digits[] = "0123456789abcdef";
+    rt_puts("0x");
+    for (int shift = 28; shift >= 0; shift -= 4)
+        rt_putc(digits[(value >> shift) & 0xfu]);
+}
+
+void rt_print_int(int value)
+{
+    char text[12];
+    int length = 0;
+    unsigned magnitude = value < 0 ? 0u - (unsigned)value : (unsigned)value;
+    do {
+        text[length++] = (char)('0' + magnitude % 10u);
+        magnitude /= 10u;
+    } while (magnitude);
+    if (value < 0)
+        rt_putc('-');
+    while (length)
+        rt_putc(text[--length]);
+}
+
+static int stdio_put(char c, FILE *file)
+{
+    (void)file;
+    rt_putc(c);
+    return (unsigned char)c;
+}
+
+static FILE rt_stdio = FDEV_SETUP_STREAM(stdio_put, NULL, NULL, _FDEV_SETUP_WRITE);
+FILE *const stdin = &rt_stdio;
+FILE *const stdout = &rt_stdio;
+FILE *const stderr = &rt_stdio;
+
+/* ---- exit, traps, watchdog -------------------------------------------------------------------- */
+
+void rt_exit(int code)
+{
+    volatile uint32_t *test = (volatile uint32_t *)TEST_DEVICE;
+    FENCE_ALL();
+    *test = code == 0 ? TEST_PASS : (((uint32_t)code & 0xffffu) << 16) | TEST_FAIL;
+    for (;;)
+        __asm__ volatile("wfi");
+}
+
+void _exit(int code)
+{
+    rt_exit(code);
+}
+
+/* Only the first hart to fail reports; later ones stop quietly so the line stays readable. */
+static void claim_fatal_report(void)
+{
+    if (__atomic_exchange_n(&fatal_taken, 1u, __ATOMIC_ACQ_REL) != 0u) {
+        CSR_CLEAR(mstatus, MSTATUS_MIE);
+        for (;;)
+            __asm__ volatile("wfi");
+    }
+}
+
+static const char *exception_name(unsigned code)
+{
+    switch (code) {
+    case 0: return "instruction_address_misaligned";
+    case 1: return "instruction_access_fault";
+    case 2: return "illegal_instruction";
+    case 3: return "breakpoint";
+    case 4: return "load_address_misaligned";
+    case 5: return "load_access_fault";
+    case 6: return "store_address_misaligned";
+    case 7: return "store_access_fault";
+    case 8: return "ecall_from_u_mode";
+    case 9: return "ecall_from_s_mode";
+    case 11: return "ecall_from_m_mode";
+    case 12: return "instruction_page_fault";
+    case 13: return "load_page_fault";
+    case 15: return "store_page_fault";
+    default: return "unknown_exception";
+    }
+}
+
+void rt_trap_fatal(unsigned mcause, unsigned mepc, unsigned mtval, unsigned hart)
+{
+    claim_fatal_report();
+    if (mcause == MCAUSE_MTI) {
+        rt_puts("\nWATCHDOG expired after ");
+        rt_print_int(RT_WATCHDOG_MS);
+        rt_puts(" ms mepc=");
+        rt_print_hex32(mepc);
+        rt_puts(" hart=");
+        rt_print_int((int)hart);
+        rt_putc('\n');
+        rt_exit(RT_EXIT_WATCHDOG);
+    }
+    rt_puts("\nTRAP mcause=");
+    if (mcause & MCAUSE_INTERRUPT) {
+        rt_puts("interrupt_");
+        rt_print_int((int)(mcause & ~MCAUSE_INTERRUPT));
+    } else {
+        rt_puts(exception_name(mcause));
+    }
+    rt_puts(" (");
+    rt_print_int((int)(mcause & ~MCAUSE_INTERRUPT));
+    rt_puts(") mepc=");
+    rt_print_hex32(mepc);
+    rt_puts(" mtval=");
+    rt_print_hex32(mtval);
+    rt_puts(" hart=");
+    rt_print_int((int)hart);
+    rt_putc('\n');
+    rt_exit(RT_EXIT_TRAP);
+}
+
+static uint64_t read_mtime(void)
+{
+    uint32_t high, low;
+    do {
+        high = *CLINT_MTIME_HI;
+        low = *CLINT_MTIME_LO;
+    } while (high != *CLINT_MTIME_HI);
+    return ((uint64_t)high << 32) | low;
+}
+
+static void set_mtimecmp(int hart, uint64_t when)
+{
+    *CLINT_MTIMECMP_HI(hart) = 0xffffffffu;
+    *CLINT_MTIMECMP_LO(hart) = (uint32_t)when;
+    *CLINT_MTIMECMP_HI(hart) = (uint32_t)(when >> 32);
+}
+
+/* A hart exists iff its mtimecmp register keeps what is written to it: QEMU reads back 0 for harts
+ * the machine does not have. Pushing every team hart's timer to "never" is what start-up wants anyway. */
+static int hart_exists(int hart)
+{
+    set_mtimecmp(hart, ~0ull);
+    return *CLINT_MTIMECMP_HI(hart) == 0xffffffffu;
+}
+
+static void check_hart_count(void)
+{
+    int present = 1;
+    while (present < RT_NUM_CORES && hart_exists(present))
+        present++;
+    if (present == RT_NUM_CORES && !hart_exists(RT_NUM_CORES))
+        return;
+    claim_fatal_report();
+    rt_puts("wrong hart count: the machine has ");
+    if (present == RT_NUM_CORES)
+        rt_puts("more than ");
+    rt_print_int(present);
+    rt_puts(" harts, the program was built for RT_NUM_CORES=");
+    rt_print_int(RT_NUM_CORES);
+    rt_putc('\n');
+    rt_exit(RT_EXIT_HART_COUNT);
+}
+
+static void start_watchdog(void)
+{
+    if (RT_WATCHDOG_MS <= 0)
+        return;
+    set_mtimecmp(0, read_mtime() + (uint64_t)RT_WATCHDOG_MS * MTIME_TICKS_PER_MS);
+    CSR_SET(mie, MIE_MTIE);
+}
+
+/* ---- start-up --------------------------------------------------------------------------------- */
+
+static void init_thread_pointer(int hart)
+{
+    char *block = __tls_blocks_start + (unsigned)hart * (unsigned)(uintptr_t)__tls_block_bytes;
+    memcpy(block, __tdata_start, (size_t)(uintptr_t)__tdata_size);
+    memset(block + (uintptr_t)__tbss_offset, 0, (size_t)(uintptr_t)__tbss_size);
+    __asm__ volatile("mv tp, %0" : : "r"(block) : "memory");
+}
+
+void rt_hart_start(int hart)
+{
+    init_thread_pointer(hart);
+    CSR_SET(mie, MIE_MSIE);
+    if (hart != 0) {
+        wait_for_change(&boot_released, 0u);
+        worker_loop();
+    }
+    memset(__bss_start, 0, (size_t)(__bss_end - __bss_start));
+    check_hart_count();
+    start_watchdog();
+    __libc_init_array();
+    __atomic_store_n(&boot_released, 1u, __ATOMIC_RELEASE);
+    wake_others();
+    CSR_SET(mstatus, MSTATUS_MIE);
+    exit(main());
+}
