@@ -1,0 +1,443 @@
+"""Host side of the runtime: find the toolchain, build guest programs, run them in QEMU.
+
+The guest side lives in ``runtime/c`` (start-up, team, barrier, exit codes) and the per-hart
+instruction counter in ``runtime/plugin`` (built by ``runtime/setup.sh``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+RUNTIME_DIR = Path(__file__).resolve().parent
+RUNTIME_C_DIR = RUNTIME_DIR / "c"
+RUNTIME_SOURCES = (RUNTIME_C_DIR / "crt0.S", RUNTIME_C_DIR / "rt.c")
+PLUGIN_SOURCE = RUNTIME_DIR / "plugin" / "tinyodl_insn.c"
+SETUP_SCRIPT = RUNTIME_DIR / "setup.sh"
+
+GCC = "riscv64-unknown-elf-gcc"
+ADDR2LINE = "riscv64-unknown-elf-addr2line"
+NM = "riscv64-unknown-elf-nm"
+QEMU = "qemu-system-riscv32"
+PLUGIN_NAME = "tinyodl_insn.so"
+
+# Zfh in -march breaks multilib selection at link time, so objects are compiled with it and the link
+# uses the plain rv32imafc/ilp32f multilib of gcc and picolibc.
+COMPILE_ARCH_FLAGS = ("-march=rv32imafc_zfh", "-mabi=ilp32f")
+LINK_ARCH_FLAGS = ("-march=rv32imafc", "-mabi=ilp32f")
+COMMON_FLAGS = ("-mcmodel=medany", "-O2", "-ffunction-sections", "-fdata-sections", "--specs=picolibc.specs")
+COMPILE_ONLY_FLAGS = ("-std=gnu11", "-Wall", "-Wextra", "-g")
+LINK_FLAGS = ("-nostartfiles", "-Wl,--gc-sections", "-Wl,--no-warn-rwx-segments")
+
+QEMU_DRAM_BYTES = 128 * 1024 * 1024
+# QEMU keeps the device tree in the last 2 MiB of DRAM; the program's memory must stay below it.
+USABLE_DRAM_BYTES = QEMU_DRAM_BYTES - 2 * 1024 * 1024
+L1_ALIGN_BYTES = 4096
+
+EXIT_OK = 0
+EXIT_CHECK = 1
+EXIT_TRAP = 3
+EXIT_WATCHDOG = 4
+EXIT_HART_COUNT = 5
+EXIT_HOST_TIMEOUT = -1
+
+TRAP_LINE = re.compile(
+    r"TRAP mcause=(?P<name>\S+) \((?P<code>\d+)\) mepc=(?P<mepc>0x[0-9a-f]+) "
+    r"mtval=(?P<mtval>0x[0-9a-f]+) hart=(?P<hart>\d+)"
+)
+# "/usr/lib/gcc/.../bin/ld: region `L1' overflowed" -> "ld: region `L1' overflowed"
+TOOL_PATH_PREFIX = re.compile(r"^/\S*/(ld|as|collect2|cc1):")
+ERROR_LINE = re.compile(r"\berror\b|overflowed|undefined reference|cannot find|No rule to make", re.IGNORECASE)
+
+
+class ToolchainError(RuntimeError):
+    """A tool needed to build or simulate is missing; the message says what to install."""
+
+
+class BuildError(RuntimeError):
+    """Compiling or linking failed. ``str(error)`` is the first error line, ``log`` the full output."""
+
+    def __init__(self, first_error: str, log: str) -> None:
+        super().__init__(first_error)
+        self.first_error = first_error
+        self.log = log
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    gcc: Path
+    qemu: Path
+    addr2line: Path | None
+    nm: Path | None
+    plugin: Path | None
+
+    def require_plugin(self) -> Path:
+        if self.plugin is None:
+            raise ToolchainError(
+                f"instruction-count plugin {plugin_path()} not built: run {SETUP_SCRIPT} (as root)"
+            )
+        return self.plugin
+
+
+@dataclass(frozen=True)
+class RegionCount:
+    insns: int
+    cycles: int
+
+
+@dataclass
+class RunResult:
+    exit_code: int  # EXIT_HOST_TIMEOUT (-1) when the host killed QEMU
+    stdout: str
+    stderr: str
+    failure: str | None  # one line, None on success
+    per_hart_regions: dict[int, dict[int, RegionCount]] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    l1_used: int
+    l1_bytes: int
+    l2_used: int
+    l2_bytes: int
+
+
+def tinyodl_home() -> Path:
+    return Path(os.environ.get("TINYODL_HOME", Path.home() / ".cache" / "tinyodl"))
+
+
+def plugin_path() -> Path:
+    return tinyodl_home() / PLUGIN_NAME
+
+
+def _which(name: str) -> Path | None:
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def _picolibc_specs(gcc: Path) -> Path | None:
+    """gcc prints the bare name back when it cannot find the file in its search path."""
+    printed = subprocess.run(
+        [str(gcc), "-print-file-name=picolibc.specs"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return Path(printed) if os.sep in printed and Path(printed).is_file() else None
+
+
+def find_toolchain(need_plugin: bool = True) -> Toolchain:
+    gcc = _which(GCC)
+    if gcc is None:
+        raise ToolchainError(f"{GCC} not found: apt-get install gcc-riscv64-unknown-elf (or run {SETUP_SCRIPT})")
+    if _picolibc_specs(gcc) is None:
+        raise ToolchainError(
+            f"picolibc for {GCC} not found: apt-get install picolibc-riscv64-unknown-elf (or run {SETUP_SCRIPT})"
+        )
+    qemu = _which(QEMU)
+    if qemu is None:
+        raise ToolchainError(f"{QEMU} not found: apt-get install qemu-system-misc (or run {SETUP_SCRIPT})")
+    plugin = plugin_path() if plugin_path().is_file() else None
+    toolchain = Toolchain(gcc=gcc, qemu=qemu, addr2line=_which(ADDR2LINE), nm=_which(NM), plugin=plugin)
+    if need_plugin:
+        toolchain.require_plugin()
+    return toolchain
+
+
+# ---- building ---------------------------------------------------------------------------------------
+
+
+def render_linker_script(l1_bytes: int, l2_bytes: int, stack_bytes: int, num_cores: int) -> str:
+    """The linker script for a target with these memory sizes (see runtime/c/link.ld.j2)."""
+    if l1_bytes <= 0 or l2_bytes <= 0:
+        raise ValueError(f"L1 and L2 sizes must be positive (l1_bytes={l1_bytes}, l2_bytes={l2_bytes})")
+    l1_origin_offset = -(-l2_bytes // L1_ALIGN_BYTES) * L1_ALIGN_BYTES
+    if l1_origin_offset + l1_bytes > USABLE_DRAM_BYTES:
+        raise ValueError(
+            f"L2 ({l2_bytes} B) + L1 ({l1_bytes} B) exceed the {USABLE_DRAM_BYTES} B usable in QEMU's "
+            f"{QEMU_DRAM_BYTES // (1024 * 1024)} MiB"
+        )
+    if stack_bytes <= 0 or stack_bytes % 16:
+        raise ValueError(f"stack_bytes must be a positive multiple of 16, got {stack_bytes}")
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(RUNTIME_C_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    template = environment.get_template("link.ld.j2")
+    return template.render(l1_bytes=l1_bytes, l2_bytes=l2_bytes, stack_bytes=stack_bytes, num_cores=num_cores)
+
+
+def _first_error_line(log: str) -> str:
+    lines = [TOOL_PATH_PREFIX.sub(r"\1:", line.strip()) for line in log.splitlines() if line.strip()]
+    for line in lines:
+        if ERROR_LINE.search(line):
+            return line
+    return lines[0] if lines else "build failed without output"
+
+
+def _run_tool(command: Sequence[str], cwd: Path | None = None) -> None:
+    completed = subprocess.run(list(command), cwd=cwd, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        log = completed.stdout + completed.stderr
+        raise BuildError(_first_error_line(log), log)
+
+
+def _define_flags(defines: Mapping[str, object]) -> list[str]:
+    return [f"-D{name}" if value is None else f"-D{name}={value}" for name, value in defines.items()]
+
+
+def compile_and_link(
+    sources: Iterable[Path],
+    out_elf: Path,
+    defines: Mapping[str, object] | None = None,
+    include_dirs: Iterable[Path] = (),
+    l1_bytes: int = 128 * 1024,
+    l2_bytes: int = 64 * 1024 * 1024,
+    cores: int = 8,
+    stack_bytes: int = 8192,
+    extra_cflags: Sequence[str] = (),
+    toolchain: Toolchain | None = None,
+) -> Path:
+    """Compiles the runtime plus `sources` for the target and links `out_elf`.
+
+    Objects and the rendered ``link.ld`` go to ``<out_elf without suffix>.build/``. RT_NUM_CORES and
+    RT_STACK_BYTES are set from `cores` and `stack_bytes`; `defines` may add or override others
+    (value None gives a bare ``-DNAME``). Raises BuildError with the first error line.
+    """
+    tools = toolchain or find_toolchain(need_plugin=False)
+    out_elf = Path(out_elf)
+    build_dir = out_elf.with_suffix(".build")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    linker_script = build_dir / "link.ld"
+    linker_script.write_text(render_linker_script(l1_bytes, l2_bytes, stack_bytes, cores))
+
+    all_defines: dict[str, object] = {"RT_NUM_CORES": cores, "RT_STACK_BYTES": stack_bytes}
+    all_defines.update(defines or {})
+    includes = [f"-I{path}" for path in (RUNTIME_C_DIR, *include_dirs)]
+    compile_flags = [
+        *COMPILE_ARCH_FLAGS, *COMMON_FLAGS, *COMPILE_ONLY_FLAGS, *_define_flags(all_defines), *includes,
+        *extra_cflags,
+    ]
+    all_sources = [*RUNTIME_SOURCES, *(Path(source) for source in sources)]
+    objects = [build_dir / f"{index:02d}_{source.stem}.o" for index, source in enumerate(all_sources)]
+    commands = [
+        [str(tools.gcc), *compile_flags, "-c", str(source), "-o", str(obj)]
+        for source, obj in zip(all_sources, objects, strict=True)
+    ]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for future in [pool.submit(_run_tool, command) for command in commands]:
+            future.result()
+    _run_tool([
+        str(tools.gcc), *LINK_ARCH_FLAGS, *COMMON_FLAGS, *LINK_FLAGS, "-T", str(linker_script),
+        *(str(obj) for obj in objects), "-o", str(out_elf), "-lm",
+    ])
+    return out_elf
+
+
+def build(project_dir: Path, target: str = "all") -> Path:
+    """Runs ``make <target>`` in a generated project and returns the newest ELF it holds."""
+    project_dir = Path(project_dir)
+    if _which("make") is None:
+        raise ToolchainError("make not found: apt-get install make")
+    _run_tool(["make", "-C", str(project_dir), target])
+    elves = sorted(project_dir.rglob("*.elf"), key=lambda path: path.stat().st_mtime, reverse=True)
+    if not elves:
+        raise BuildError(f"make {target} in {project_dir} produced no .elf file", "")
+    return elves[0]
+
+
+def memory_usage(elf: Path, toolchain: Toolchain | None = None) -> MemoryUsage:
+    """Static L1/L2 use of a linked program, read from the linker-script symbols."""
+    tools = toolchain or find_toolchain(need_plugin=False)
+    if tools.nm is None:
+        raise ToolchainError(f"{NM} not found: apt-get install binutils-riscv64-unknown-elf")
+    symbols = _symbol_table(tools.nm, elf)
+    wanted = ("__l1_start", "__l1_end", "__l1_region_end", "__l2_start", "__l2_end", "__l2_region_end")
+    missing = [name for name in wanted if name not in symbols]
+    if missing:
+        raise BuildError(f"{elf} was not linked with the tinyodl linker script (no {missing[0]})", "")
+    return MemoryUsage(
+        l1_used=symbols["__l1_end"] - symbols["__l1_start"],
+        l1_bytes=symbols["__l1_region_end"] - symbols["__l1_start"],
+        l2_used=symbols["__l2_end"] - symbols["__l2_start"],
+        l2_bytes=symbols["__l2_region_end"] - symbols["__l2_start"],
+    )
+
+
+def _symbol_table(nm: Path, elf: Path) -> dict[str, int]:
+    listing = subprocess.run([str(nm), str(elf)], capture_output=True, text=True, check=False).stdout
+    symbols: dict[str, int] = {}
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            symbols[parts[2]] = int(parts[0], 16)
+    return symbols
+
+
+# ---- running ----------------------------------------------------------------------------------------
+
+
+def qemu_command(elf: Path, cores: int, toolchain: Toolchain, counts_json: Path | None) -> list[str]:
+    command = [
+        str(toolchain.qemu), "-machine", "virt", "-m", f"{QEMU_DRAM_BYTES // (1024 * 1024)}M",
+        "-smp", str(cores), "-cpu", "rv32,Zfh=true", "-bios", "none", "-kernel", str(elf),
+        "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+    ]
+    if counts_json is not None:
+        plugin = str(toolchain.require_plugin()).replace(",", ",,")
+        command += ["-plugin", f"file={plugin},out={str(counts_json).replace(',', ',,')}"]
+    return command
+
+
+def run_qemu(
+    elf: Path, cores: int, timeout_s: float, count: bool = True, toolchain: Toolchain | None = None
+) -> RunResult:
+    """Runs `elf` on `cores` harts; with `count`, per-hart per-region counts come from the plugin."""
+    tools = toolchain or find_toolchain(need_plugin=count)
+    elf = Path(elf)
+    if not elf.is_file():
+        raise FileNotFoundError(f"no such program: {elf}")
+    with tempfile.TemporaryDirectory(prefix="tinyodl-run-") as scratch:
+        counts_json = Path(scratch) / "counts.json" if count else None
+        command = qemu_command(elf, cores, tools, counts_json)
+        started = time.monotonic()
+        try:
+            completed = subprocess.run(
+                command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired as expired:
+            return RunResult(
+                exit_code=EXIT_HOST_TIMEOUT,
+                stdout=_text(expired.stdout),
+                stderr=_text(expired.stderr),
+                failure=f"host timeout: QEMU still running after {timeout_s:g} s, killed",
+                wall_seconds=time.monotonic() - started,
+            )
+        wall_seconds = time.monotonic() - started
+        stdout, stderr = _text(completed.stdout), _text(completed.stderr)
+        failure = describe_failure(completed.returncode, stdout, stderr, elf, tools)
+        regions: dict[int, dict[int, RegionCount]] = {}
+        if counts_json is not None:
+            if counts_json.is_file():
+                regions = parse_counts(counts_json.read_text())
+            elif failure is None:
+                failure = f"the instruction-count plugin wrote no counts (is {tools.plugin} up to date?)"
+    return RunResult(completed.returncode, stdout, stderr, failure, regions, wall_seconds)
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+
+
+def parse_counts(text: str) -> dict[int, dict[int, RegionCount]]:
+    document = json.loads(text)
+    return {
+        int(hart["hart"]): {
+            int(region): RegionCount(int(count["insns"]), int(count["cycles"]))
+            for region, count in hart["regions"].items()
+        }
+        for hart in document["harts"]
+    }
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def describe_failure(exit_code: int, stdout: str, stderr: str, elf: Path, toolchain: Toolchain) -> str | None:
+    """One line saying why a run failed (None if it did not), from the exit code and the output."""
+    qemu_errors = [line.strip() for line in stderr.splitlines() if line.startswith(f"{QEMU}:")]
+    if qemu_errors:
+        return f"QEMU failed: {qemu_errors[0]}"
+    if exit_code == EXIT_OK:
+        return None
+    if exit_code == EXIT_TRAP:
+        match = TRAP_LINE.search(stdout)
+        if match:
+            mepc = int(match["mepc"], 16)
+            where = function_at(elf, mepc, toolchain)
+            return (
+                f"trap: {match['name']} (mcause {match['code']}) at mepc={match['mepc']}"
+                f"{f' in {where}' if where else ''}, mtval={match['mtval']}, hart {match['hart']}"
+            )
+        return f"trap (exit code 3): {_last_line(stdout) or 'no trap line printed'}"
+    if exit_code == EXIT_WATCHDOG:
+        watchdog = [line.strip() for line in stdout.splitlines() if line.startswith("WATCHDOG")]
+        return f"watchdog: {watchdog[0] if watchdog else 'exit code 4'}"
+    if exit_code == EXIT_HART_COUNT:
+        return _last_line(stdout) or "wrong hart count"
+    if exit_code == EXIT_CHECK:
+        return f"check failed: {_last_line(stdout) or 'exit code 1'}"
+    return f"exited with code {exit_code}: {_last_line(stdout) or _last_line(stderr) or 'no output'}"
+
+
+def function_at(elf: Path, address: int, toolchain: Toolchain) -> str | None:
+    """'function (file:line)' for a code address, from addr2line, or the nearest symbol from nm."""
+    if toolchain.addr2line is not None:
+        output = subprocess.run(
+            [str(toolchain.addr2line), "-f", "-e", str(elf), f"0x{address:x}"],
+            capture_output=True, text=True, check=False,
+        ).stdout.split("\n")
+        if len(output) >= 2 and output[0] and output[0] != "??":
+            location = output[1].strip()
+            if location.startswith("??"):
+                return output[0]
+            return f"{output[0]} ({Path(location.split(' ')[0]).name})"
+    if toolchain.nm is not None:
+        best: tuple[int, str] | None = None
+        for name, value in _symbol_table(toolchain.nm, elf).items():
+            if value <= address and (best is None or value > best[0]) and not name.startswith("__"):
+                best = (value, name)
+        if best is not None:
+            return f"{best[1]}+0x{address - best[0]:x}"
+    return None
+
+
+# ---- diagnostics ------------------------------------------------------------------------------------
+
+
+def _version_line(command: Sequence[str]) -> str:
+    try:
+        output = subprocess.run(list(command), capture_output=True, text=True, check=False, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    return output.splitlines()[0] if output else "no version output"
+
+
+def doctor() -> list[tuple[str, bool, str]]:
+    """(check, ok, detail) for each piece `tinyodl doctor` reports."""
+    checks: list[tuple[str, bool, str]] = []
+    gcc = _which(GCC)
+    checks.append((GCC, gcc is not None,
+                   _version_line([str(gcc), "--version"]) if gcc else "apt-get install gcc-riscv64-unknown-elf"))
+    specs = _picolibc_specs(gcc) if gcc else None
+    checks.append(("picolibc", specs is not None,
+                   str(specs) if specs else "apt-get install picolibc-riscv64-unknown-elf"))
+    qemu = _which(QEMU)
+    checks.append((QEMU, qemu is not None,
+                   _version_line([str(qemu), "--version"]) if qemu else "apt-get install qemu-system-misc"))
+    plugin = plugin_path()
+    if not plugin.is_file():
+        checks.append(("instruction-count plugin", False, f"{plugin} missing: run {SETUP_SCRIPT} as root"))
+    elif PLUGIN_SOURCE.is_file() and plugin.stat().st_mtime < PLUGIN_SOURCE.stat().st_mtime:
+        checks.append(("instruction-count plugin", False, f"{plugin} older than its source: run {SETUP_SCRIPT}"))
+    else:
+        checks.append(("instruction-count plugin", True, str(plugin)))
+    return checks
