@@ -1,0 +1,212 @@
+"""The on-target runtime, the instruction-count plugin and the host runner, on QEMU.
+
+Each test builds a small guest program from tests/runtime/guest/ with compile_and_link and runs it
+with run_qemu. Tests marked `qemu` skip when the toolchain (or the plugin) is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+
+def _import_host() -> types.ModuleType:
+    """tinyodl.runtime.host, also when the repository is not pip-installed."""
+    try:
+        return importlib.import_module("tinyodl.runtime.host")
+    except ModuleNotFoundError:
+        repo_root = Path(__file__).resolve().parents[2]
+        package = types.ModuleType("tinyodl")
+        package.__path__ = [str(repo_root)]
+        sys.modules.setdefault("tinyodl", package)
+        return importlib.import_module("tinyodl.runtime.host")
+
+
+host = _import_host()
+GUEST_DIR = Path(__file__).parent / "guest"
+RUN_TIMEOUT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def toolchain() -> host.Toolchain:
+    try:
+        return host.find_toolchain(need_plugin=True)
+    except host.ToolchainError as error:
+        pytest.skip(f"RISC-V toolchain not available: {error}")
+
+
+def build_guest(
+    tmp_path: Path, toolchain: host.Toolchain, name: str, cores: int = 8, **options: object
+) -> Path:
+    defines = {key: value for key, value in options.items() if key.isupper()}
+    sizes = {key: value for key, value in options.items() if not key.isupper()}
+    suffix = "_".join(f"{key}{value}" for key, value in sorted(defines.items()))
+    return host.compile_and_link(
+        [GUEST_DIR / f"{name}.c"], tmp_path / f"{name}_{cores}_{suffix}.elf", defines=defines,
+        cores=cores, toolchain=toolchain, **sizes,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(("cores", "items"), [(1, 1001), (7, 1001), (8, 1001), (8, 5)])
+def test_parallel_vector_sum_covers_every_item_once(
+    tmp_path: Path, toolchain: host.Toolchain, cores: int, items: int
+) -> None:
+    elf = build_guest(tmp_path, toolchain, "vector_sum", cores=cores, VECTOR_N=items)
+    result = host.run_qemu(elf, cores, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert result.ok, result.failure
+    assert f"n={items} cores={cores} sum=" in result.stdout
+    smallest, largest = items // cores, -(-items // cores)
+    assert f"chunks={smallest}..{largest}" in result.stdout
+
+
+@pytest.mark.qemu
+def test_two_thousand_barriers_are_correct_and_fast(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    elf = build_guest(tmp_path, toolchain, "barriers", NUM_BARRIERS=2000)
+    result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=True, toolchain=toolchain)
+    assert result.ok, result.failure
+    assert "barriers=2000 counter=16000 errors=0" in result.stdout
+    # 4000 sleeping barriers x 8 harts take ~0.4 s; a spinning barrier would take tens of seconds
+    assert result.wall_seconds < 8.0
+    per_barrier = [regions[7].insns / 2000 for regions in result.per_hart_regions.values()]
+    assert max(per_barrier) < 100
+
+
+@pytest.mark.qemu
+def test_region_counts_are_exact_and_repeatable(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    iterations = 1000
+    elf = build_guest(tmp_path, toolchain, "regions", LOOP_ITERS=iterations)
+    runs = [host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=True, toolchain=toolchain) for _ in range(2)]
+    for result in runs:
+        assert result.ok, result.failure
+        assert sorted(result.per_hart_regions) == list(range(8))
+        for hart, regions in result.per_hart_regions.items():
+            loop = host.RegionCount(insns=2 + 2 * iterations, cycles=2 + 4 * iterations - 2)
+            assert regions[5] == loop, f"hart {hart}"
+            if hart != 0:
+                assert regions[8] == host.RegionCount(5, 5), f"hart {hart}"
+                assert regions[9] == host.RegionCount(3, 3), f"hart {hart}"
+    exact = (5, 8, 9)
+    first, second = ({hart: {region: regions.get(region) for region in exact}
+                      for hart, regions in run.per_hart_regions.items()} for run in runs)
+    assert first == second
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(
+    ("kind", "hart", "cause"), [(0, 3, "illegal_instruction (mcause 2)"), (1, 0, "load_access_fault (mcause 5)")]
+)
+def test_trap_names_cause_and_function(
+    tmp_path: Path, toolchain: host.Toolchain, kind: int, hart: int, cause: str
+) -> None:
+    elf = build_guest(tmp_path, toolchain, "trap", TRAP_KIND=kind, TRAP_HART=hart)
+    result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert result.exit_code == host.EXIT_TRAP
+    assert result.failure is not None
+    assert result.failure.startswith(f"trap: {cause} at mepc=0x")
+    assert "in do_illegal_thing (trap.c:" in result.failure
+    assert result.failure.endswith(f"hart {hart}")
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("hang", [0, 1], ids=["hart0-loops", "hart1-loops-hart0-in-barrier"])
+def test_watchdog_ends_a_hang(tmp_path: Path, toolchain: host.Toolchain, hang: int) -> None:
+    elf = build_guest(tmp_path, toolchain, "watchdog", HANG_KIND=hang, RT_WATCHDOG_MS=200)
+    result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert result.exit_code == host.EXIT_WATCHDOG
+    assert result.failure is not None and result.failure.startswith("watchdog: WATCHDOG expired after 200 ms")
+
+
+@pytest.mark.qemu
+def test_host_timeout_kills_a_hang_without_watchdog(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    elf = build_guest(tmp_path, toolchain, "watchdog", HANG_KIND=0, RT_WATCHDOG_MS=0)
+    result = host.run_qemu(elf, 8, 1.0, count=True, toolchain=toolchain)
+    assert result.exit_code == host.EXIT_HOST_TIMEOUT
+    assert result.failure == "host timeout: QEMU still running after 1 s, killed"
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(
+    ("defines", "exit_code", "failure"),
+    [
+        ({"EXIT_VALUE": 0}, 0, None),
+        ({"EXIT_VALUE": 1}, 1, "check failed: mismatch in tensor w0: max error 1.5e-3"),
+        ({"EXIT_HOW": 1, "EXIT_VALUE": 7}, 7, "exited with code 7: hart 2 exits"),
+    ],
+    ids=["main-returns-0", "main-returns-1", "hart2-rt_exit-7"],
+)
+def test_exit_codes(
+    tmp_path: Path, toolchain: host.Toolchain, defines: dict[str, int], exit_code: int, failure: str | None
+) -> None:
+    elf = build_guest(tmp_path, toolchain, "exit_codes", **defines)
+    result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert (result.exit_code, result.failure) == (exit_code, failure)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(("built_for", "machine"), [(8, 4), (4, 8)])
+def test_wrong_hart_count_is_detected(
+    tmp_path: Path, toolchain: host.Toolchain, built_for: int, machine: int
+) -> None:
+    elf = build_guest(tmp_path, toolchain, "vector_sum", cores=built_for)
+    result = host.run_qemu(elf, machine, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert result.exit_code == host.EXIT_HART_COUNT
+    assert result.failure is not None and result.failure.startswith("wrong hart count: the machine has ")
+    assert f"built for RT_NUM_CORES={built_for}" in result.failure
+
+
+@pytest.mark.qemu
+def test_l1_buffer_dma_and_float_printf(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    elf = build_guest(tmp_path, toolchain, "l1_dma", l1_bytes=4096, l2_bytes=1 << 20)
+    result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert result.ok, result.failure
+    # two transfers: 256 B (30 + 32 cycles) and 15 rows of 256 B (30 + 480 cycles)
+    assert "sum=256.000 pi=3.1416 bytes=4096 transfers=2 cycles=572" in result.stdout
+    usage = host.memory_usage(elf, toolchain)
+    assert (usage.l1_used, usage.l1_bytes, usage.l2_bytes) == (4096, 4096, 1 << 20)
+    assert 0 < usage.l2_used < usage.l2_bytes
+
+
+@pytest.mark.qemu
+def test_l1_overflow_is_a_link_error(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    with pytest.raises(host.BuildError) as raised:
+        build_guest(tmp_path, toolchain, "l1_dma", l1_bytes=4095)
+    assert str(raised.value) == "ld: region `L1' overflowed by 1 byte"
+
+
+@pytest.mark.qemu
+def test_compile_error_gives_first_error_line(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    source = tmp_path / "broken.c"
+    source.write_text("int main(void)\n{\n    return missing_value;\n}\n")
+    with pytest.raises(host.BuildError) as raised:
+        host.compile_and_link([source], tmp_path / "broken.elf", toolchain=toolchain)
+    assert str(raised.value).startswith(f"{source}:3:12: error: 'missing_value' undeclared")
+
+
+@pytest.mark.qemu
+def test_doctor_reports_every_piece(toolchain: host.Toolchain) -> None:
+    checks = host.doctor()
+    assert [name for name, _, _ in checks] == [host.GCC, "picolibc", host.QEMU, "instruction-count plugin"]
+    assert all(ok for _, ok, _ in checks), checks
+
+
+def test_linker_script_has_an_l1_region_of_exactly_l1_bytes() -> None:
+    script = host.render_linker_script(l1_bytes=100_000, l2_bytes=1_000_001, stack_bytes=4096, num_cores=8)
+    assert "L2 (rwx) : ORIGIN = 0x80000000, LENGTH = 1000001" in script
+    assert "L1 (rw)  : ORIGIN = 0x800f5000, LENGTH = 100000" in script
+    assert "__stack_bytes = 4096;" in script
+
+
+def test_linker_script_rejects_sizes_beyond_qemu_memory() -> None:
+    with pytest.raises(ValueError, match="exceed"):
+        host.render_linker_script(l1_bytes=128 * 1024, l2_bytes=126 * 1024 * 1024, stack_bytes=8192, num_cores=8)
+
+
+def test_counts_json_is_parsed_per_hart_and_region() -> None:
+    text = '{"cycle_model": {}, "harts": [{"hart": 0, "regions": {"0": {"insns": 5, "cycles": 7}}}, ' \
+           '{"hart": 1, "regions": {}}]}'
+    assert host.parse_counts(text) == {0: {0: host.RegionCount(5, 7)}, 1: {}}
