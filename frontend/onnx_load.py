@@ -1,0 +1,183 @@
+"""Reading an ONNX model and making it importable: decode, opset, checker, batch override, static shapes.
+
+Everything here works on the protobuf; the result is a shape-inferred copy of the model in which every
+data input and every node output has a static shape.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper, numpy_helper
+from tinyodl.frontend.errors import FrontendError
+
+MIN_OPSET, MAX_OPSET = 13, 21
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+Source = str | os.PathLike[str] | onnx.ModelProto
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: onnx.ModelProto                # a private, shape-inferred copy
+    where: str                            # the file name (or a stand-in) for error messages
+    name: str                             # the graph name, or the file stem when the graph has none
+    opset: int                            # version of the default domain
+    shapes: dict[str, tuple[int, ...]]    # static shape of every typed tensor after inference
+
+    @property
+    def initializers(self) -> dict[str, onnx.TensorProto]:
+        return {init.name: init for init in self.model.graph.initializer}
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def load_model(source: Source, batch: int | None = None) -> LoadedModel:
+    model, where, stem = _read(source)
+    opset = _default_opset(model, where)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise FrontendError(f"{where}: invalid ONNX model: {first_line(exc)}") from None
+    if batch is not None:
+        if batch < 1:
+            raise FrontendError(f"{where}: batch must be at least 1, got {batch}")
+        _override_batch(model, batch)
+    _require_static_inputs(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        raise FrontendError(f"{where}: ONNX shape inference failed: {first_line(exc)}") from None
+    return LoadedModel(inferred, where, model.graph.name or stem, opset, _static_shapes(inferred))
+
+
+def _read(source: Source) -> tuple[onnx.ModelProto, str, str]:
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        name = source.graph.name or "model"
+        return model, f"model '{name}'", name
+    path = Path(source)
+    where = str(path)
+    if not path.exists():
+        raise FrontendError(f"{where}: no such file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FrontendError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except DecodeError as exc:
+        raise FrontendError(f"{where}: truncated or not an ONNX file "
+                            f"(protobuf decode failed: {first_line(exc)})") from None
+    if not model.HasField("graph") or not model.opset_import:
+        raise FrontendError(f"{where}: not an ONNX model (no graph or no opset import)")
+    try:
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except OSError as exc:
+        raise FrontendError(f"{where}: cannot read external tensor data ({first_line(exc)})") from None
+    return model, where, path.stem
+
+
+def _default_opset(model: onnx.ModelProto, where: str) -> int:
+    versions = [entry.version for entry in model.opset_import if entry.domain in DEFAULT_DOMAINS]
+    if not versions:
+        raise FrontendError(f"{where}: the model imports no opset of the default ONNX domain")
+    opset = int(versions[0])
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise FrontendError(f"{where}: opset {opset} is unsupported (tinyodl accepts opsets "
+                            f"{MIN_OPSET}..{MAX_OPSET} of the default domain)")
+    return opset
+
+
+def data_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not initializers (those are parameters)."""
+    initialized = {init.name for init in graph.initializer}
+    return [vi for vi in graph.input if vi.name not in initialized]
+
+
+def _override_batch(model: onnx.ModelProto, batch: int) -> None:
+    """Set axis 0 of every data input to `batch`; rewrite constant Reshape targets spelling the old batch."""
+    graph = model.graph
+    old_batches: set[int] = set()
+    for vi in data_inputs(graph):
+        dims = vi.type.tensor_type.shape.dim
+        if not vi.type.tensor_type.HasField("shape") or not dims:
+            continue
+        if dims[0].HasField("dim_value"):
+            old_batches.add(dims[0].dim_value)
+        dims[0].Clear()
+        dims[0].dim_value = batch
+    old_batches.discard(batch)
+    reshape_targets = {node.input[1] for node in graph.node
+                       if node.op_type == "Reshape" and len(node.input) > 1}
+    for init in graph.initializer:
+        if init.name in reshape_targets:
+            init.CopyFrom(_rebatched(init, old_batches, batch))
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] in reshape_targets:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    attr.t.CopyFrom(_rebatched(attr.t, old_batches, batch))
+                elif attr.name == "value_ints" and attr.ints and attr.ints[0] in old_batches:
+                    attr.ints[0] = batch
+    # Stale annotations would contradict the new batch under strict shape inference.
+    del graph.value_info[:]
+    for vi in graph.output:
+        vi.type.tensor_type.ClearField("shape")
+
+
+def _rebatched(tensor: onnx.TensorProto, old_batches: set[int], batch: int) -> onnx.TensorProto:
+    target = numpy_helper.to_array(tensor)
+    if target.ndim != 1 or not target.size or int(target[0]) not in old_batches:
+        return tensor
+    target = target.copy()
+    target[0] = batch
+    return numpy_helper.from_array(target, tensor.name)
+
+
+def _require_static_inputs(model: onnx.ModelProto) -> None:
+    for vi in data_inputs(model.graph):
+        tensor_type = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            raise FrontendError(f"input '{vi.name}' is not a tensor; tinyodl needs float32 tensors")
+        if tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            dtype = onnx.TensorProto.DataType.Name(tensor_type.elem_type)
+            raise FrontendError(f"input '{vi.name}' has element type {dtype}; tinyodl supports float32 only")
+        if not tensor_type.HasField("shape"):
+            raise FrontendError(f"input '{vi.name}' has an unknown rank; tinyodl needs static shapes")
+        for axis, dim in enumerate(tensor_type.shape.dim):
+            if not dim.HasField("dim_value"):
+                label = dim.dim_param or "?"
+                raise FrontendError(f"input '{vi.name}' has a dynamic dimension '{label}' (axis {axis}); "
+                                    "tinyodl needs static shapes")
+            if dim.dim_value < 1:
+                raise FrontendError(f"input '{vi.name}' has an empty dimension (axis {axis} is "
+                                    f"{dim.dim_value}); tinyodl needs sizes >= 1")
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    graph = model.graph
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = vi.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            continue
+        dims = tensor_type.shape.dim
+        if all(dim.HasField("dim_value") for dim in dims):
+            shapes[vi.name] = tuple(int(dim.dim_value) for dim in dims)
+    for init in graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+    return shapes
+
+
+def tensor_array(tensor: onnx.TensorProto) -> np.ndarray:
+    return np.asarray(numpy_helper.to_array(tensor))
