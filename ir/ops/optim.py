@@ -69,7 +69,8 @@ def _ref_adam(ins: Sequence[np.ndarray], attrs: Attrs) -> list[np.ndarray]:
     m = b1 * m + (1.0 - b1) * g
     v = b2 * v + (1.0 - b2) * g * g
     denom = np.sqrt(v) / np.sqrt(1.0 - b2 ** t) + attrs["eps"]
-    return [w - (lr / (1.0 - b1 ** t)) * m / denom, m, v]
+    # Same evaluation order as torch's addcdiv, so float64 results agree to the last bits.
+    return [w - (lr / (1.0 - b1 ** t)) * (m / denom), m, v]
 
 
 register(OpDef("adam_update", _infer_adam, _ref_adam, 5, 5, ADAM_ATTRS, mutates=(0, 2, 3),
