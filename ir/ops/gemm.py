@@ -35,7 +35,7 @@ def _infer(types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
     m, n, _ = gemm_dims(a.shape, b.shape, attrs)
     if len(types) == 3:
         c = types[2].shape
-        if len(c) > 2 or np.broadcast_shapes(c, (m, n)) != (m, n):
+        if len(c) > 2 or any(d not in (1, full) for d, full in zip(reversed(c), (n, m))):
             raise IRError(f"gemm: C {list(c)} does not broadcast to [{m}, {n}]")
     return [f(a, (m, n))]
 
