@@ -63,9 +63,12 @@ def import_model(model: Path, batch: int | None) -> Graph:
     from tinyodl.frontend import FrontendError, import_onnx
 
     try:
-        return import_onnx(model, batch=batch)
+        graph = import_onnx(model, batch=batch)
     except FrontendError as exc:
         raise UserError(str(exc)) from None
+    if graph.name in ("", "main_graph", "torch_jit", "torch-jit-export"):
+        graph.name = Path(model).stem  # exporters' placeholder names say nothing; the file name does
+    return graph
 
 
 def build_training_graph(model: Path, options: TrainingOptions, *, pipeline: str | None = None,
