@@ -11,15 +11,17 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value
 from tinyodl.ir.types import DType, Layout, Phase, Role, TensorType
 
 _BARE_NAME = re.compile(r"[A-Za-z0-9_.$\-/]+\Z")
+_E = TypeVar("_E", bound=enum.Enum)
 _DECL_ROLES = {"input": Role.INPUT, "param": Role.PARAM, "const": Role.CONST, "state": Role.STATE}
 
 
@@ -135,12 +137,19 @@ def _value_name(token: str) -> str:
     return json.loads(body) if body.startswith('"') else body
 
 
+def _enum(line: _Line, kind: type[_E]) -> _E:
+    try:
+        return kind(line.take("ident"))
+    except ValueError as exc:
+        raise line.error(str(exc)) from None
+
+
 def _parse_type(line: _Line) -> TensorType:
     text = line.take("type")
     *dims, dtype = text.split("x")
     layout = Layout.ANY
     if line.accept("punct", ","):
-        layout = Layout(line.take("ident"))
+        layout = _enum(line, Layout)
     return TensorType(tuple(int(d) for d in dims), DType(dtype), layout)
 
 
@@ -231,6 +240,7 @@ def _parse_declaration(line: _Line, graph: Graph, values: dict[str, Value]) -> N
         value = graph.add_param(name, np.zeros(type_.shape, type_.dtype.numpy), type_, role=role,
                                 trainable=trainable, origin=origin)
         del graph.initial[name]  # the text carries no tensor contents
+    value.trainable = trainable  # kept on any declaration, so the verifier can reject a trainable input
     values[name] = value
 
 
@@ -262,7 +272,7 @@ def _parse_op(line: _Line, graph: Graph, values: dict[str, Value], lookup) -> Op
         for index, name in enumerate(out_names):
             if index:
                 line.take("punct", ",")
-            role = Role(line.take("ident"))
+            role = _enum(line, Role)
             line.take("punct", "<")
             type_ = _parse_type(line)
             line.take("punct", ">")
@@ -273,10 +283,7 @@ def _parse_op(line: _Line, graph: Graph, values: dict[str, Value], lookup) -> Op
                 raise line.error(f"value %{name} defined twice")
             values[name] = value
             outputs.append(value)
-    try:
-        phase = Phase(line.take("ident"))
-    except ValueError as exc:
-        raise line.error(str(exc)) from None
+    phase = _enum(line, Phase)
     node = json.loads(line.take("string"))
     line.end()
     return Op(op_type, inputs, outputs, attrs, phase, node)
