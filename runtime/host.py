@@ -183,8 +183,13 @@ def render_linker_script(l1_bytes: int, l2_bytes: int, stack_bytes: int, num_cor
 
 def _first_error_line(log: str) -> str:
     lines = [TOOL_PATH_PREFIX.sub(r"\1:", line.strip()) for line in log.splitlines() if line.strip()]
-    for line in lines:
+    # collect2's "ld returned 1 exit status" only summarises the linker's own message
+    specific = [line for line in lines if not line.startswith("collect2:")]
+    for line in specific:
         if ERROR_LINE.search(line):
+            return line
+    for line in specific:
+        if line.startswith("ld:") and "warning:" not in line and not line.endswith(":"):
             return line
     return lines[0] if lines else "build failed without output"
 

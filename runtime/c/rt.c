@@ -26,6 +26,7 @@
 
 #define MSTATUS_MIE 0x8u
 #define MIE_MSIE 0x8u
+#define MIP_MSIP 0x8u
 #define MIE_MTIE 0x80u
 #define MCAUSE_INTERRUPT 0x80000000u
 #define MCAUSE_MTI (MCAUSE_INTERRUPT | 7u)
@@ -57,6 +58,13 @@ int main(void);
 void rt_hart_start(int hart) __attribute__((noreturn));
 void rt_trap_fatal(unsigned mcause, unsigned mepc, unsigned mtval, unsigned hart)
     __attribute__((noreturn));
+
+/* The linker script checks these against its own num_cores and stack_bytes: a mismatch would give
+ * harts stacks that the script never reserved. */
+#define RT_STRINGIFY_(x) #x
+#define RT_STRINGIFY(x) RT_STRINGIFY_(x)
+__asm__(".globl __rt_num_cores_compiled\n.set __rt_num_cores_compiled, " RT_STRINGIFY(RT_NUM_CORES) "\n"
+        ".globl __rt_stack_bytes_compiled\n.set __rt_stack_bytes_compiled, " RT_STRINGIFY(RT_STACK_BYTES));
 
 /* ---- shared state ----------------------------------------------------------------------------- */
 
@@ -96,8 +104,10 @@ static void wait_for_change(volatile unsigned *word, unsigned seen)
     int hart = rt_core_id();
     unsigned long saved = CSR_READ_CLEAR(mstatus, MSTATUS_MIE);
     for (;;) {
-        CLINT_MSIP[hart] = 0;
-        FENCE_ALL();
+        if (CSR_READ(mip) & MIP_MSIP) {
+            CLINT_MSIP[hart] = 0;
+            FENCE_ALL();
+        }
         if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
             break;
         __asm__ volatile("wfi" : : : "memory");

@@ -90,6 +90,10 @@ def test_region_counts_are_exact_and_repeatable(tmp_path: Path, toolchain: host.
             if hart != 0:
                 assert regions[8] == host.RegionCount(5, 5), f"hart {hart}"
                 assert regions[9] == host.RegionCount(3, 3), f"hart {hart}"
+        # the cycle model's probes (see regions.c): load-use, fdiv use, div, mulh, fmadd chain
+        probes = {region: result.per_hart_regions[0][region] for region in range(10, 15)}
+        assert probes == {10: host.RegionCount(3, 4), 11: host.RegionCount(3, 21), 12: host.RegionCount(2, 33),
+                          13: host.RegionCount(2, 6), 14: host.RegionCount(3, 4)}
     exact = (5, 8, 9)
     first, second = ({hart: {region: regions.get(region) for region in exact}
                       for hart, regions in run.per_hart_regions.items()} for run in runs)
@@ -185,6 +189,48 @@ def test_compile_error_gives_first_error_line(tmp_path: Path, toolchain: host.To
     with pytest.raises(host.BuildError) as raised:
         host.compile_and_link([source], tmp_path / "broken.elf", toolchain=toolchain)
     assert str(raised.value).startswith(f"{source}:3:12: error: 'missing_value' undeclared")
+
+
+@pytest.mark.qemu
+def test_core_count_of_runtime_and_linker_script_must_agree(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    with pytest.raises(host.BuildError) as raised:
+        build_guest(tmp_path, toolchain, "vector_sum", cores=8, RT_NUM_CORES=4)
+    assert str(raised.value) == "ld: tinyodl: RT_NUM_CORES of the runtime differs from the linker script's num_cores"
+
+
+def write_makefile_project(project: Path, source: str) -> None:
+    """A minimal project in the shape the C backend generates: `make` builds build/prog.elf."""
+    project.mkdir()
+    (project / "prog.c").write_text(source)
+    (project / "link.ld").write_text(host.render_linker_script(128 * 1024, 1 << 20, 8192, 2))
+    compile_flags = " ".join([*host.COMPILE_ARCH_FLAGS, *host.COMMON_FLAGS, "-DRT_NUM_CORES=2",
+                              "-DRT_STACK_BYTES=8192", f"-I{host.RUNTIME_C_DIR}"])
+    link_flags = " ".join([*host.LINK_ARCH_FLAGS, *host.COMMON_FLAGS, *host.LINK_FLAGS, "-T link.ld"])
+    sources = " ".join(str(path) for path in (*host.RUNTIME_SOURCES, project / "prog.c"))
+    (project / "Makefile").write_text(
+        f"all:\n\tmkdir -p build\n"
+        f"\tfor f in {sources}; do {host.GCC} {compile_flags} -c $$f -o build/$$(basename $$f).o || exit 1; done\n"
+        f"\t{host.GCC} {link_flags} build/*.o -o build/prog.elf\n"
+    )
+
+
+@pytest.mark.qemu
+def test_build_runs_make_and_returns_the_elf(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    project = tmp_path / "project"
+    write_makefile_project(project, '#include "tinyodl_rt.h"\nint main(void) { rt_puts("made\\n"); return 0; }\n')
+    elf = host.build(project)
+    assert elf == project / "build" / "prog.elf"
+    result = host.run_qemu(elf, 2, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert (result.ok, result.stdout) == (True, "made\n")
+
+
+@pytest.mark.qemu
+def test_build_error_carries_the_compilers_first_error(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    project = tmp_path / "project"
+    write_makefile_project(project, "int main(void) { return 0 }\n")
+    with pytest.raises(host.BuildError) as raised:
+        host.build(project)
+    assert str(raised.value).startswith(f"{project / 'prog.c'}:1:26: error: expected ';'")
 
 
 @pytest.mark.qemu

@@ -5,7 +5,9 @@
  *             wakes it, and 3 nops = 5 instructions, however long the sleep;
  *   region 9 (cores other than 0): the marker and 2 nops = 3 instructions. QEMU does not end a
  *             translation block at wfi, so this checks that the plugin does not count the
- *             instructions after a wfi twice when the core sleeps on it. */
+ *             instructions after a wfi twice when the core sleeps on it.
+ * Core 0 then runs fixed sequences that pin the plugin's cycle model (regions 10-14, see
+ * cycle_model_probes). */
 #include "tinyodl_rt.h"
 
 #ifndef LOOP_ITERS
@@ -53,9 +55,30 @@ static void sleep_once(void *arg)
     rt_barrier();
 }
 
+/* Expected (instructions, cycles), each region starting with its 1-cycle marker:
+ *   10 load-use:       lw; addi using it                    3, 1 + 1 + (1 + 1 stall)      = 4
+ *   11 fdiv then use:  fdiv.s; fadd.s using its result      3, 1 + 1 + (1 + 18 stall)     = 21
+ *   12 division:       div                                  2, 1 + 32                     = 33
+ *   13 mulh:           mulh                                 2, 1 + 5                      = 6
+ *   14 fmadd chain:    fmadd.s; fmadd.s using its result    3, 1 + 1 + (1 + 1 stall)      = 4 */
+static void cycle_model_probes(void)
+{
+    __asm__ volatile(
+        "slti x0, x0, 10\n lw t1, 0(sp)\n addi t2, t1, 1\n"
+        "slti x0, x0, 11\n fdiv.s ft0, ft1, ft2\n fadd.s ft3, ft0, ft0\n"
+        "slti x0, x0, 12\n div t0, t1, t2\n"
+        "slti x0, x0, 13\n mulh t0, t1, t2\n"
+        "slti x0, x0, 14\n fmadd.s ft0, ft1, ft2, ft3\n fmadd.s ft4, ft0, ft1, ft2\n"
+        "slti x0, x0, 0\n"
+        :
+        :
+        : "t0", "t1", "t2", "ft0", "ft3", "ft4", "memory");
+}
+
 int main(void)
 {
     rt_team_run(counted_loop, 0);
     rt_team_run(sleep_once, 0);
+    cycle_model_probes();
     return 0;
 }
