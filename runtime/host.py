@@ -104,6 +104,8 @@ class RunResult:
     failure: str | None  # one line, None on success
     per_hart_regions: dict[int, dict[int, RegionCount]] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    # parameters of the plugin's cycle model (runtime/plugin/tinyodl_insn.c), to show next to cycles
+    cycle_model: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -150,11 +152,35 @@ def find_toolchain(need_plugin: bool = True) -> Toolchain:
     qemu = _which(QEMU)
     if qemu is None:
         raise ToolchainError(f"{QEMU} not found: apt-get install qemu-system-misc (or run {SETUP_SCRIPT})")
+    _refresh_plugin()
     plugin = plugin_path() if plugin_path().is_file() else None
     toolchain = Toolchain(gcc=gcc, qemu=qemu, addr2line=_which(ADDR2LINE), nm=_which(NM), plugin=plugin)
     if need_plugin:
         toolchain.require_plugin()
     return toolchain
+
+
+def _refresh_plugin() -> None:
+    """Rebuilds the plugin when its source is newer than the built one (e.g. after a pull), so counts
+    never come from an outdated model. Needs the header that setup.sh fetched; otherwise does nothing."""
+    plugin, header = plugin_path(), tinyodl_home() / "qemu-plugin.h"
+    host_cc = _which("gcc") or _which("cc")
+    if not (plugin.is_file() and header.is_file() and PLUGIN_SOURCE.is_file() and host_cc):
+        return
+    if plugin.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
+        return
+    scratch = plugin.with_name(f"{plugin.name}.{os.getpid()}.tmp")
+    completed = subprocess.run(
+        [str(host_cc), "-std=c11", "-O2", "-Wall", "-fPIC", "-shared", "-I", str(header.parent),
+         "-o", str(scratch), str(PLUGIN_SOURCE)],
+        capture_output=True, text=True, check=False,
+    )
+    if completed.returncode != 0:
+        scratch.unlink(missing_ok=True)
+        raise ToolchainError(
+            f"rebuilding {plugin} failed: {_first_error_line(completed.stderr)} (run {SETUP_SCRIPT})"
+        )
+    os.replace(scratch, plugin)
 
 
 # ---- building ---------------------------------------------------------------------------------------
@@ -336,12 +362,15 @@ def run_qemu(
         stdout, stderr = _text(completed.stdout), _text(completed.stderr)
         failure = describe_failure(completed.returncode, stdout, stderr, elf, tools)
         regions: dict[int, dict[int, RegionCount]] = {}
+        cycle_model: dict[str, int] = {}
         if counts_json is not None:
             if counts_json.is_file():
-                regions = parse_counts(counts_json.read_text())
+                counts_text = counts_json.read_text()
+                regions = parse_counts(counts_text)
+                cycle_model = {name: int(value) for name, value in json.loads(counts_text)["cycle_model"].items()}
             elif failure is None:
                 failure = f"the instruction-count plugin wrote no counts (is {tools.plugin} up to date?)"
-    return RunResult(completed.returncode, stdout, stderr, failure, regions, wall_seconds)
+    return RunResult(completed.returncode, stdout, stderr, failure, regions, wall_seconds, cycle_model)
 
 
 def _text(data: bytes | str | None) -> str:

@@ -29,9 +29,15 @@
  *   - FPU results are ready FPU_ADDMUL_LAT (fadd/fsub/fmul/fmadd family) or FPU_OTHERS_LAT
  *     (compare, convert, move, sign-inject, min/max, classify) cycles late; fdiv/fsqrt occupy the FPU
  *     for FPU_DIVSQRT_CYCLES and later FPU instructions or users of the result wait for it;
- *   - accesses to the slow CSRs (mstatus, mie, mtvec, mepc, mcause, counters) take CSR_SLOW_CYCLES.
+ *   - accesses to the CSRs the manual lists as slow (mstatus, mtvec, mepc, mcause, machine counters
+ *     and events, debug CSRs) take CSR_SLOW_CYCLES.
  * Hazards are tracked inside a TB (a scoreboard of register ready times); at a TB boundary all
  * results are assumed ready. Misaligned fetch targets and misaligned accesses are not modelled.
+ *
+ * wfi: QEMU does not end a TB at wfi, and a hart that sleeps on it skips the rest of the block and
+ * later resumes at the next pc in a new block. The instructions after a wfi are therefore credited
+ * only once the next block shows whether they ran (it does not start right after the wfi). A block
+ * that faults in the middle (a fatal trap) is counted whole.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -44,16 +50,19 @@
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
-#define LOAD_USE_STALL 1
-#define JUMP_CYCLES 2
-#define JALR_DEP_STALL 1
-#define BRANCH_TAKEN_CYCLES 3
-#define MULH_CYCLES 5
-#define DIV_CYCLES 32
-#define FPU_ADDMUL_LAT 1
-#define FPU_OTHERS_LAT 1
-#define FPU_DIVSQRT_CYCLES 19
-#define CSR_SLOW_CYCLES 4
+/* Cycle-model parameters. The values come from the CV32E40P manual's table of cycles per instruction
+ * type; the FPU latencies are configuration parameters of the core (FPU_ADDMUL_LAT, FPU_OTHERS_LAT),
+ * and 1 is assumed for both, a pipelined FPU as clusters running at a few hundred MHz use. */
+#define LOAD_USE_STALL 1      /* extra cycle when the next instruction uses a load's result */
+#define JUMP_CYCLES 2         /* jal/jalr: taken in ID, the fetch stage is flushed */
+#define JALR_DEP_STALL 1      /* jalr right after the instruction computing its address */
+#define BRANCH_TAKEN_CYCLES 3 /* taken in EX, IF and ID are flushed; not taken: 1 */
+#define MULH_CYCLES 5         /* upper-word multiplications; mul itself is 1 */
+#define DIV_CYCLES 32         /* 3 + leading zeros of the divisor (3..35); 32 for divisors 4..7 */
+#define FPU_ADDMUL_LAT 1      /* extra cycles before an add/mul/fma result can be used */
+#define FPU_OTHERS_LAT 1      /* same for compare/convert/move/sign-inject/min/max/classify */
+#define FPU_DIVSQRT_CYCLES 19 /* fdiv.s/fsqrt.s: worst case when the result is used right away */
+#define CSR_SLOW_CYCLES 4     /* mstatus, mtvec, mepc, mcause, counters, debug CSRs; others: 1 */
 
 #define NUM_REGIONS 2048
 #define WFI_ENCODING 0x10500073u
@@ -136,11 +145,14 @@ static bool is_slow_csr(uint32_t csr)
 {
     switch (csr) {
     case 0x300: /* mstatus */
-    case 0x304: /* mie */
     case 0x305: /* mtvec */
     case 0x341: /* mepc */
     case 0x342: /* mcause */
     case 0x320: /* mcountinhibit */
+    case 0x7b0: /* dcsr */
+    case 0x7b1: /* dpc */
+    case 0x7b2: /* dscratch0 */
+    case 0x7b3: /* dscratch1 */
         return true;
     default:
         /* mcycle/minstret/mhpmcounter* and their high halves, mhpmevent* */
@@ -499,9 +511,7 @@ static void write_counts(qemu_plugin_id_t id, void *userdata)
     (void)userdata;
     FILE *out = fopen(out_path, "w");
     if (out == NULL) {
-        char message[512];
-        snprintf(message, sizeof message, "tinyodl_insn: cannot write %s\n", out_path);
-        qemu_plugin_outs(message);
+        fprintf(stderr, "tinyodl_insn: cannot write %s\n", out_path);
         return;
     }
     fprintf(out,
