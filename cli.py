@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--data", type=Path, default=None, help="the batch to embed (default: random)")
     compile_.add_argument("--steps", type=int, default=1)
 
+    bench = sub.add_parser("bench", parents=[parent], help="per-layer speed-up and MAC/instruction in QEMU")
+    bench.add_argument("model", type=Path)
+    bench.add_argument("--baseline-cores", type=int, default=1)
+    bench.add_argument("--data", type=Path, default=None)
+    bench.add_argument("--steps", type=int, default=1)
+    bench.add_argument("--timeout", type=float, default=900.0)
+    bench.add_argument("--report", type=Path, default=None)
+    bench.add_argument("--json", action="store_true", help="also print the totals as one JSON line")
+
     doctor = sub.add_parser("doctor", help="check the RISC-V toolchain, QEMU and the plugin")
     doctor.add_argument("--debug", action="store_true")
     return parser

@@ -58,6 +58,12 @@ def cmd_compile(args: argparse.Namespace, options: TrainingOptions) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, options: TrainingOptions) -> int:
+    from tinyodl.bench import cmd_bench as run_bench
+
+    return run_bench(args, options)
+
+
 def cmd_doctor(args: argparse.Namespace, options: None) -> int:
     from tinyodl.runtime.host import doctor
 

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,7 +78,16 @@ def _progress(args: argparse.Namespace, message: str) -> None:
         print(f"[tinyodl] {message}", file=sys.stderr, flush=True)
 
 
-def simulate_qemu(args: argparse.Namespace, options: TrainingOptions, graph: Graph, batches: Batches) -> int:
+@dataclass
+class QemuRun:
+    report: dict[str, Any]
+    simulated: SimOutput
+    reference: ReferenceRun
+
+
+def run_on_qemu(graph: Graph, batches: Batches, options: TrainingOptions, *, timeout: float,
+                build_dir: Path | None = None, progress: Callable[[str], None] = lambda message: None) -> QemuRun:
+    """Reference, compile, build, run with instruction counting, compare; raises UserError on failure."""
     from tinyodl.backend_c.project import write_project
     from tinyodl.runtime import host
 
@@ -86,42 +95,56 @@ def simulate_qemu(args: argparse.Namespace, options: TrainingOptions, graph: Gra
         toolchain = host.find_toolchain(need_plugin=True)
     except host.ToolchainError as exc:
         raise UserError(str(exc)) from None
-    _progress(args, f"reference: {len(batches.steps)} step(s) in float64")
+    progress(f"reference: {len(batches.steps)} step(s) in float64")
     reference = run_reference(graph, batches)
-    keep = getattr(args, "build_dir", None)
-    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tinyodl-sim-"))
+    work = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="tinyodl-sim-"))
     try:
-        project = work / "project"
-        _progress(args, f"compiling C project into {project}")
+        project = work / "project" if build_dir is None else work
+        progress(f"compiling the C project into {project}")
         program = write_project(graph, batches, options, project)
-        _progress(args, "building with riscv64-unknown-elf-gcc")
+        progress("building with riscv64-unknown-elf-gcc")
         try:
             elf = host.build(project)
         except host.BuildError as exc:
             raise UserError(f"build failed: {exc}") from None
         memory = host.memory_usage(elf, toolchain)
-        _progress(args, f"running {len(batches.steps)} step(s) in QEMU on {options.cores} harts")
-        result = host.run_qemu(elf, options.cores, args.timeout, count=True, toolchain=toolchain)
+        progress(f"running {len(batches.steps)} step(s) in QEMU on {options.cores} harts")
+        result = host.run_qemu(elf, options.cores, timeout, count=True, toolchain=toolchain)
         if not result.ok:
-            print(f"tinyodl: simulation failed: {result.failure}", file=sys.stderr)
-            return 1
+            raise SimulationFailed(f"simulation failed: {result.failure}")
         simulated = parse_output(result.stdout, [name for name, _ in program.trainable])
         check = compare(reference, simulated, len(batches.steps))
         report = build_report(graph, options, program, result, simulated, check, memory)
-        print_summary(report)
-        if args.report is not None:
-            save_report(args.report, report)
-        if args.save_params is not None:
-            save_params(args.save_params, simulated.params)
-        if not check["ok"]:
-            worst = check["worst"]
-            print(f"tinyodl: check failed: worst tensor {worst['tensor']} (relative error {worst['rel_err']:.3g}, "
-                  f"{worst.get('tolerance_ratio', float('inf')):.3g}x the tolerance)", file=sys.stderr)
-            return 1
-        return 0
+        return QemuRun(report, simulated, reference)
     finally:
-        if not keep:
+        if build_dir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+class SimulationFailed(Exception):
+    """The simulated program trapped, timed out or misbehaved (exit code 1, not a user error)."""
+
+
+def simulate_qemu(args: argparse.Namespace, options: TrainingOptions, graph: Graph, batches: Batches) -> int:
+    try:
+        run = run_on_qemu(graph, batches, options, timeout=args.timeout, build_dir=args.build_dir,
+                          progress=lambda message: _progress(args, message))
+    except SimulationFailed as exc:
+        print(f"tinyodl: {exc}", file=sys.stderr)
+        return 1
+    report = run.report
+    print_summary(report)
+    if args.report is not None:
+        save_report(args.report, report)
+    if args.save_params is not None:
+        save_params(args.save_params, run.simulated.params)
+    check = report["check"]
+    if not check["ok"]:
+        worst = check["worst"]
+        print(f"tinyodl: check failed: worst tensor {worst['tensor']} (relative error {worst['rel_err']:.3g}, "
+              f"{worst.get('tolerance_ratio', float('inf')):.3g}x the tolerance)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_report(graph: Graph, options: TrainingOptions, program: Any, result: Any, simulated: SimOutput,
@@ -142,6 +165,7 @@ def build_report(graph: Graph, options: TrainingOptions, program: Any, result: A
     per_core_cycles = [sum(c.cycles for rid, c in result.per_hart_regions.get(h, {}).items() if rid != 0)
                        for h in range(cores)]
     total_macs = sum(layer["macs"] for layer in layers)
+    critical = sum(max(layer["instructions"]) for layer in layers if layer["instructions"])
     busiest_total = max(per_core_total) if per_core_total else 0
     return {
         "model": graph.name, "target": "qemu", "dtype": options.dtype, "cores": cores, "steps_run": steps,
@@ -150,12 +174,14 @@ def build_report(graph: Graph, options: TrainingOptions, program: Any, result: A
         "layers": layers,
         "totals": {"macs": total_macs, "instructions_max_core": busiest_total,
                    "instructions_per_core": per_core_total,
+                   "critical_path_instructions": critical,
                    "mac_per_instr": total_macs / (cores * busiest_total) if busiest_total else 0.0,
                    "cycles_est": max(per_core_cycles) if per_core_cycles else 0},
         "memory": {"l1_bytes": memory.l1_used, "l1_capacity": memory.l1_bytes, "l2_bytes": memory.l2_used,
                    "l2_capacity": memory.l2_bytes, "dma_bytes": 0},
         "notes": "instructions and MACs are summed over all steps; instructions exclude start-up and output "
-                 "(region 0); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c)",
+                 "(region 0); critical_path_instructions sums each layer's busiest core (cores meet at a barrier after "
+                 "every kernel); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c)",
     }
 
 

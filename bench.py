@@ -1,0 +1,83 @@
+"""`tinyodl bench`: one training step on N cores and on a baseline core count, per layer and phase.
+
+Speed-up is measured on instruction counts, which the simulator gives exactly: for a layer, the busiest
+core's instructions on the baseline over those on N cores; for the whole step, the sum over layers of the
+busiest core's instructions (the cores meet at a barrier after every kernel), baseline over N cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from typing import Any
+
+from tinyodl.driver import TrainingOptions, build_training_graph
+from tinyodl.qemu_sim import SimulationFailed, run_on_qemu
+from tinyodl.simulate import load_batches, save_report
+
+
+def _key(layer: dict[str, Any]) -> tuple[str, str]:
+    return layer["name"], layer["phase"]
+
+
+def compare_reports(main: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    base_layers = {_key(layer): layer for layer in base["layers"]}
+    rows = []
+    for layer in main["layers"]:
+        other = base_layers[_key(layer)]
+        busiest, busiest_base = max(layer["instructions"]), max(other["instructions"])
+        rows.append({"name": layer["name"], "op": layer["op"], "phase": layer["phase"], "macs": layer["macs"],
+                     "instructions_base": busiest_base, "instructions": busiest,
+                     "speedup": busiest_base / busiest if busiest else 0.0,
+                     "mac_per_instr": layer["mac_per_instr"]})
+    critical, critical_base = (main["totals"]["critical_path_instructions"],
+                               base["totals"]["critical_path_instructions"])
+    return {"model": main["model"], "cores": main["cores"], "baseline_cores": base["cores"], "layers": rows,
+            "totals": {"macs": main["totals"]["macs"], "critical_path_instructions": critical,
+                       "critical_path_instructions_base": critical_base,
+                       "speedup": critical_base / critical if critical else 0.0,
+                       "mac_per_instr": main["totals"]["mac_per_instr"],
+                       "cycles_est": main["totals"]["cycles_est"],
+                       "cycles_est_base": base["totals"]["cycles_est"]},
+            "memory": main["memory"], "check_ok": main["check"]["ok"] and base["check"]["ok"]}
+
+
+def print_comparison(result: dict[str, Any]) -> None:
+    cores, base = result["cores"], result["baseline_cores"]
+    head = (f"{'layer':<28} {'op':<30} {'phase':<8} {'MACs':>10} {f'instr@{base}':>11} {f'instr@{cores}':>10} "
+            f"{'speed-up':>8} {'MAC/instr':>9}")
+    print(head)
+    print("-" * len(head))
+    for row in result["layers"]:
+        print(f"{row['name'][:28]:<28} {row['op'][:30]:<30} {row['phase']:<8} {row['macs']:>10} "
+              f"{row['instructions_base']:>11} {row['instructions']:>10} {row['speedup']:>8.2f} "
+              f"{row['mac_per_instr']:>9.3f}")
+    totals = result["totals"]
+    print("-" * len(head))
+    print(f"{'step (critical path)':<28} {'':<30} {'':<8} {totals['macs']:>10} "
+          f"{totals['critical_path_instructions_base']:>11} {totals['critical_path_instructions']:>10} "
+          f"{totals['speedup']:>8.2f} {totals['mac_per_instr']:>9.3f}")
+    print(f"est. cycles: {totals['cycles_est_base']} on {base} core(s), {totals['cycles_est']} on {cores}; "
+          f"L2 {result['memory']['l2_bytes']} B; checks {'ok' if result['check_ok'] else 'FAILED'}")
+
+
+def cmd_bench(args: argparse.Namespace, options: TrainingOptions) -> int:
+    graph = build_training_graph(args.model, options)
+    batches = load_batches(graph, args.data, args.steps)
+    reports = {}
+    for cores in (options.cores, args.baseline_cores):
+        print(f"[tinyodl] {args.model.name}: {args.steps} step(s) on {cores} core(s)", file=sys.stderr, flush=True)
+        try:
+            reports[cores] = run_on_qemu(graph, batches, replace(options, cores=cores), timeout=args.timeout).report
+        except SimulationFailed as exc:
+            print(f"tinyodl: {exc}", file=sys.stderr)
+            return 1
+    result = compare_reports(reports[options.cores], reports[args.baseline_cores])
+    print_comparison(result)
+    if args.report is not None:
+        save_report(args.report, {"comparison": result, "reports": {str(k): v for k, v in reports.items()}})
+    if args.json:
+        print(json.dumps(result["totals"]))
+    return 0 if result["check_ok"] else 1
