@@ -90,7 +90,7 @@ def parse_pipeline(text: str) -> list[Pass]:
         cls = PASSES[name]
         hints = typing.get_type_hints(cls)
         options: dict[str, object] = {}
-        for item in filter(None, (part.strip() for part in (body or "").split(";" if ";" in (body or "") else ","))):
+        for item in _option_items(body or ""):
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep or key not in {f.name for f in dataclasses.fields(cls)}:
@@ -98,6 +98,20 @@ def parse_pipeline(text: str) -> list[Pass]:
             options[key] = _coerce(hints[key], value.strip(), f"pass '{name}' option '{key}'")
         passes.append(cls(**options))  # type: ignore[arg-type]
     return passes
+
+
+def _option_items(body: str) -> list[str]:
+    """Options split on ';', or on ',' where a piece without '=' continues the value before it
+    (so "training{train=conv1.weight,fc.bias}" keeps both names in one option)."""
+    if ";" in body:
+        return [part.strip() for part in body.split(";") if part.strip()]
+    items: list[str] = []
+    for part in body.split(","):
+        if items and "=" not in part:
+            items[-1] += "," + part
+        else:
+            items.append(part)
+    return [item.strip() for item in items if item.strip()]
 
 
 def _load_passes() -> None:
