@@ -50,6 +50,7 @@ EXIT_CHECK = 1
 EXIT_TRAP = 3
 EXIT_WATCHDOG = 4
 EXIT_HART_COUNT = 5
+EXIT_STACK = 6
 EXIT_HOST_TIMEOUT = -1
 
 TRAP_LINE = re.compile(
@@ -58,6 +59,7 @@ TRAP_LINE = re.compile(
 )
 # "/usr/lib/gcc/.../bin/ld: region `L1' overflowed" -> "ld: region `L1' overflowed"
 TOOL_PATH_PREFIX = re.compile(r"^/\S*/(ld|as|collect2|cc1):")
+STACK_LINE = re.compile(r"STACK OVERFLOW hart=(?P<hart>\d+) RT_STACK_BYTES=(?P<bytes>\d+)")
 ERROR_LINE = re.compile(r"\berror\b|overflowed|undefined reference|cannot find|No rule to make", re.IGNORECASE)
 
 
@@ -417,6 +419,12 @@ def describe_failure(exit_code: int, stdout: str, stderr: str, elf: Path, toolch
         return f"watchdog: {watchdog[0] if watchdog else 'exit code 4'}"
     if exit_code == EXIT_HART_COUNT:
         return _last_line(stdout) or "wrong hart count"
+    if exit_code == EXIT_STACK:
+        stack = STACK_LINE.search(stdout)
+        if stack:
+            return (f"stack overflow on hart {stack['hart']}: its {stack['bytes']}-byte stack is too small "
+                    f"(raise the stack size)")
+        return "stack overflow (exit code 6)"
     if exit_code == EXIT_CHECK:
         return f"check failed: {_last_line(stdout) or 'exit code 1'}"
     return f"exited with code {exit_code}: {_last_line(stdout) or _last_line(stderr) or 'no output'}"

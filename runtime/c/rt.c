@@ -47,11 +47,17 @@
     })
 #define FENCE_ALL() __asm__ volatile("fence iorw, iorw" : : : "memory")
 
+/* Stacks are painted at start-up; an overwritten canary at the bottom means an overflow. */
+#define STACK_PAINT 0x5afe57acu
+#define STACK_CANARY_WORDS 16u
+#define STACK_PAINT_MARGIN_BYTES 16u
+
 /* ---- linker-script symbols -------------------------------------------------------------------- */
 
 extern char __bss_start[], __bss_end[];
 extern char __tdata_start[], __tdata_size[], __tbss_size[], __tbss_offset[];
 extern char __tls_blocks_start[], __tls_block_bytes[];
+extern char __stacks_start[], __stack_bytes[];
 
 void __libc_init_array(void);
 int main(void);
@@ -71,6 +77,8 @@ __asm__(".globl __rt_num_cores_compiled\n.set __rt_num_cores_compiled, " RT_STRI
 /* Boot hand-shake: in .data (loaded by QEMU, not cleared by the .bss zeroing that it waits for). */
 static volatile unsigned boot_released __attribute__((section(".data"))) = 0;
 static volatile unsigned fatal_taken __attribute__((section(".data"))) = 0;
+/* Harts start at their own pace; only a hart that painted its stack can have its canary checked. */
+static volatile unsigned char stack_painted[RT_NUM_CORES] __attribute__((section(".data"))) = {0};
 
 static volatile unsigned barrier_arrived;
 static volatile unsigned barrier_generation;
@@ -243,11 +251,67 @@ FILE *const stdin = &rt_stdio;
 FILE *const stdout = &rt_stdio;
 FILE *const stderr = &rt_stdio;
 
+/* ---- stacks ----------------------------------------------------------------------------------- */
+
+static volatile uint32_t *stack_bottom(int hart)
+{
+    return (volatile uint32_t *)(__stacks_start + (unsigned)hart * (unsigned)(uintptr_t)__stack_bytes);
+}
+
+/* Paints this hart's unused stack, below the current frame. Volatile stores keep the compiler from
+ * turning the loop into a memset call, whose frame would land in the area being painted. */
+static void paint_own_stack(int hart)
+{
+    uintptr_t sp;
+    __asm__ volatile("mv %0, sp" : "=r"(sp));
+    volatile uint32_t *word = stack_bottom(hart);
+    volatile uint32_t *limit = (volatile uint32_t *)(sp - STACK_PAINT_MARGIN_BYTES);
+    while (word < limit)
+        *word++ = STACK_PAINT;
+    __atomic_store_n(&stack_painted[hart], 1, __ATOMIC_RELEASE);
+}
+
+unsigned rt_stack_peak_bytes(int hart)
+{
+    if (!__atomic_load_n(&stack_painted[hart], __ATOMIC_ACQUIRE))
+        return 0;
+    volatile uint32_t *bottom = stack_bottom(hart);
+    unsigned words = (unsigned)(uintptr_t)__stack_bytes / 4u;
+    unsigned untouched = 0;
+    while (untouched < words && bottom[untouched] == STACK_PAINT)
+        untouched++;
+    return (words - untouched) * 4u;
+}
+
+static int overflowed_stack(void)
+{
+    for (int hart = 0; hart < RT_NUM_CORES; hart++) {
+        if (!__atomic_load_n(&stack_painted[hart], __ATOMIC_ACQUIRE))
+            continue;
+        for (unsigned i = 0; i < STACK_CANARY_WORDS; i++) {
+            if (stack_bottom(hart)[i] != STACK_PAINT)
+                return hart;
+        }
+    }
+    return -1;
+}
+
 /* ---- exit, traps, watchdog -------------------------------------------------------------------- */
 
 void rt_exit(int code)
 {
     volatile uint32_t *test = (volatile uint32_t *)TEST_DEVICE;
+    if (code == RT_EXIT_OK || code == RT_EXIT_CHECK) {
+        int hart = overflowed_stack();
+        if (hart >= 0) {
+            rt_puts("\nSTACK OVERFLOW hart=");
+            rt_print_int(hart);
+            rt_puts(" RT_STACK_BYTES=");
+            rt_print_int(RT_STACK_BYTES);
+            rt_putc('\n');
+            code = RT_EXIT_STACK;
+        }
+    }
     FENCE_ALL();
     *test = code == 0 ? TEST_PASS : (((uint32_t)code & 0xffffu) << 16) | TEST_FAIL;
     for (;;)
@@ -385,6 +449,7 @@ static void init_thread_pointer(int hart)
 
 void rt_hart_start(int hart)
 {
+    paint_own_stack(hart);
     init_thread_pointer(hart);
     CSR_SET(mie, MIE_MSIE);
     if (hart != 0) {

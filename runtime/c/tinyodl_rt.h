@@ -18,6 +18,9 @@
  *   3 RT_EXIT_TRAP        unexpected trap; one line "TRAP mcause=<name> (<num>) mepc=.. mtval=.. hart=N"
  *   4 RT_EXIT_WATCHDOG    watchdog expired; one line "WATCHDOG ..."
  *   5 RT_EXIT_HART_COUNT  the machine's hart count differs from RT_NUM_CORES; one line "wrong hart count .."
+ *   6 RT_EXIT_STACK       a hart's stack overflowed (found when the program ends with 0 or 1: the
+ *                         bottom of every stack is painted at start-up); one line
+ *                         "STACK OVERFLOW hart=N RT_STACK_BYTES=B"
  *
  * Threading model: hart 0 runs main(). The other harts sleep in `wfi` until rt_team_run() hands them
  * a function. Waiting never spins: a waiter sleeps in `wfi` and is woken by a CLINT software interrupt
@@ -45,6 +48,7 @@
 #define RT_EXIT_TRAP 3
 #define RT_EXIT_WATCHDOG 4
 #define RT_EXIT_HART_COUNT 5
+#define RT_EXIT_STACK 6
 
 /* ---- cores and team --------------------------------------------------------------------------- */
 
@@ -117,6 +121,10 @@ void rt_putc(char c);
 void rt_puts(const char *s); /* no newline appended */
 void rt_print_hex32(unsigned value); /* "0x%08x" */
 void rt_print_int(int value);
+
+/* Deepest use of hart `hart`'s stack so far, in bytes: every hart paints its stack at start-up and
+ * this finds the lowest overwritten word (0 for a hart that has not started yet). */
+unsigned rt_stack_peak_bytes(int hart);
 
 /* Ends the simulation: QEMU exits with `code` (0 = success, see the exit codes above). Returning from
  * main is the same as rt_exit(main's return value). */

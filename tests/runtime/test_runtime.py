@@ -152,6 +152,24 @@ def test_exit_codes(
 
 
 @pytest.mark.qemu
+def test_stack_peak_is_measured(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    elf = build_guest(tmp_path, toolchain, "stack", RECURSION_DEPTH=4, STACK_HART=2)
+    result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert result.ok, result.failure
+    peaks = {int(line.split()[1]): int(line.split()[-1]) for line in result.stdout.splitlines()}
+    assert 4 * 256 < peaks[2] < 2048
+    assert all(0 < peak < 256 for hart, peak in peaks.items() if hart != 2)
+
+
+@pytest.mark.qemu
+def test_stack_overflow_is_reported(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    elf = build_guest(tmp_path, toolchain, "stack", RECURSION_DEPTH=40, STACK_HART=2)
+    result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert result.exit_code == host.EXIT_STACK
+    assert result.failure == "stack overflow on hart 2: its 8192-byte stack is too small (raise the stack size)"
+
+
+@pytest.mark.qemu
 @pytest.mark.parametrize(("built_for", "machine"), [(8, 4), (4, 8)])
 def test_wrong_hart_count_is_detected(
     tmp_path: Path, toolchain: host.Toolchain, built_for: int, machine: int
