@@ -73,11 +73,13 @@ _activation("clip", lambda x, a: np.clip(x, a["min"], a["max"]),
             "min(max(x, min), max); the gradient passes where min <= x <= max")
 
 
-def _check_axis(types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
-    rank = len(types[0].shape)
-    if not -rank <= attrs["axis"] < rank:
-        raise IRError(f"softmax: axis {attrs['axis']} out of range for {types[0]}")
-    return _same_as_first("softmax")(types, attrs)
+def _check_axis(op: str) -> Callable[[Sequence[TensorType], Attrs], list[TensorType]]:
+    def infer(types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        rank = len(types[0].shape)
+        if not -rank <= attrs["axis"] < rank:
+            raise IRError(f"{op}: axis {attrs['axis']} out of range for {types[0]}")
+        return _same_as_first(op)(types, attrs)
+    return infer
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -96,7 +98,7 @@ def _ref_softmax_grad(ins: Sequence[np.ndarray], attrs: Attrs) -> list[np.ndarra
     return [y * (dy - np.sum(dy * y, axis=attrs["axis"], keepdims=True))]
 
 
-register(OpDef("softmax", _check_axis, lambda ins, a: [_softmax(ins[0], a["axis"])], 1, 1,
+register(OpDef("softmax", _check_axis("softmax"), lambda ins, a: [_softmax(ins[0], a["axis"])], 1, 1,
                {"axis": AttrSpec("int", -1)}, _grad_softmax, doc="exp(x) / sum(exp(x)) along axis"))
-register(OpDef("softmax_grad", _check_axis, _ref_softmax_grad, 2, 2, {"axis": AttrSpec("int", -1)},
+register(OpDef("softmax_grad", _check_axis("softmax_grad"), _ref_softmax_grad, 2, 2, {"axis": AttrSpec("int", -1)},
                doc="y * (dy - sum(dy * y)) along axis"))
