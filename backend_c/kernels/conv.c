@@ -22,6 +22,9 @@
 
 /* ================================ forward ================================ */
 
+/* Pixels per register block: 4 with 4 channels (16 sums), 8 with 1 channel (depthwise). */
+#define FWD_PIXELS(NK) ((NK) == 1 ? 8 : 4)
+
 /* One output row of a block of output channels, all pointers positioned for that row. */
 typedef struct {
     const float *x;    /* x at (n, first input channel of the group, input row of the first valid
@@ -39,51 +42,52 @@ typedef struct {
     int ow_a, ow_b;    /* [ow_a, ow_b): pixels whose window lies inside the image columns */
 } fwd_row_t;
 
-/* One kernel tap for the register block: NP input values (stride sw) times NK weights (stride w_k). */
-TK_INLINE void fwd_tap(float acc[][4], const float *restrict xr, const float *restrict wr, int w_k, int sw,
-                       const int NK, const int NP)
+/* acc[i][j] += sum over c < cin, kh < nkh, kw < nkw of
+ *     xw[c*x_plane + kh*W + j*sw + kw] * ww[i*w_k + c*w_c + kh*KW + kw].
+ * With NKH, NKW and KWC (the weight row length) constant, the window is unrolled and every weight
+ * sits at a constant offset from one of NK channel pointers; otherwise the loops are generic. */
+TK_INLINE void fwd_accumulate(const fwd_row_t *t, float acc[][8], const float *xw, const float *ww, int nkw,
+                              const int NK, const int NP, const int NKH, const int NKW, const int KWC,
+                              const int SWC)
 {
-    float xv[4];
-    TK_UNROLL for (int j = 0; j < NP; j++) xv[j] = xr[j * sw];
-    TK_UNROLL for (int i = 0; i < NK; i++) {
-        const float wv = wr[i * w_k];
-        TK_UNROLL for (int j = 0; j < NP; j++) TK_MAC(acc[i][j], wv, xv[j]);
-    }
-}
-
-/* NP neighbouring output pixels from ow on (all interior) for NK output channels. */
-TK_INLINE void fwd_pixels(const fwd_row_t *t, int ow, const int NK, const int NP, const int KWC, const int SWC)
-{
-    const int KW = KWC ? KWC : t->KW;
-    const int sw = SWC ? SWC : t->sw;
-    const int cin = t->cin, nkh = t->nkh, x_plane = t->x_plane, W = t->W;
-    const int w_k = t->w_k, w_c = t->w_c;
-    float acc[CONV_BLOCK][4];
-    TK_UNROLL for (int i = 0; i < NK; i++) {
-        const float b = t->bias ? t->bias[i] : 0.0f;
-        TK_UNROLL for (int j = 0; j < NP; j++) acc[i][j] = b;
-    }
-    const float *restrict xc = t->x + ow * sw - t->pl;
-    const float *restrict wc = t->w;
-    if (KWC && nkh == KWC) {
-        /* Square kernel with every row inside the image: the whole window is unrolled. */
+    const int sw = SWC ? SWC : t->sw, W = t->W, w_c = t->w_c, x_plane = t->x_plane, cin = t->cin;
+    const float *restrict xc = xw;
+    if (NKH && NKW && KWC) {
+        const float *restrict wp[CONV_BLOCK];
+        TK_UNROLL for (int i = 0; i < NK; i++) wp[i] = ww + i * t->w_k;
         for (int c = 0; c < cin; c++) {
-            TK_UNROLL for (int kh = 0; kh < KWC; kh++) {
-                TK_UNROLL for (int kw = 0; kw < KWC; kw++)
-                    fwd_tap(acc, xc + kh * W + kw, wc + kh * KWC + kw, w_k, sw, NK, NP);
+            TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
+                const float *restrict xr = xc + kh * W;
+                TK_UNROLL for (int kw = 0; kw < NKW; kw++) {
+                    float xv[8];
+                    TK_UNROLL for (int j = 0; j < NP; j++) xv[j] = xr[j * sw + kw];
+                    TK_UNROLL for (int i = 0; i < NK; i++) {
+                        const float wv = wp[i][kh * KWC + kw];
+                        TK_UNROLL for (int j = 0; j < NP; j++) TK_MAC(acc[i][j], wv, xv[j]);
+                    }
+                }
             }
             xc += x_plane;
-            wc += w_c;
+            TK_UNROLL for (int i = 0; i < NK; i++) {
+                wp[i] += w_c;
+                TK_OPAQUE(wp[i]);
+            }
         }
+        return;
     }
-    for (int c = 0; c < cin && !(KWC && nkh == KWC); c++) {
+    const int nkh = t->nkh, KW = t->KW, w_k = t->w_k;
+    const float *restrict wc = ww;
+    for (int c = 0; c < cin; c++) {
         const float *restrict xr = xc;
         const float *restrict wr = wc;
         for (int kh = 0; kh < nkh; kh++) {
-            if (KWC) {
-                TK_UNROLL for (int kw = 0; kw < KWC; kw++) fwd_tap(acc, xr + kw, wr + kw, w_k, sw, NK, NP);
-            } else {
-                for (int kw = 0; kw < KW; kw++) fwd_tap(acc, xr + kw, wr + kw, w_k, sw, NK, NP);
+            for (int kw = 0; kw < nkw; kw++) {
+                float xv[8];
+                TK_UNROLL for (int j = 0; j < NP; j++) xv[j] = xr[j * sw + kw];
+                TK_UNROLL for (int i = 0; i < NK; i++) {
+                    const float wv = wr[i * w_k + kw];
+                    TK_UNROLL for (int j = 0; j < NP; j++) TK_MAC(acc[i][j], wv, xv[j]);
+                }
             }
             xr += W;
             wr += KW;
@@ -91,6 +95,35 @@ TK_INLINE void fwd_pixels(const fwd_row_t *t, int ow, const int NK, const int NP
         xc += x_plane;
         wc += w_c;
     }
+}
+
+/* NP output pixels from ow on, NK channels, kernel columns [kw_lo, kw_lo + nkw) inside the image for
+ * all of them. KWC is the kernel width when it is a compile-time constant, else 0. */
+TK_INLINE void fwd_pixels(const fwd_row_t *t, int ow, int kw_lo, int nkw, const int NK, const int NP,
+                          const int KWC, const int SWC)
+{
+    const int sw = SWC ? SWC : t->sw;
+    float acc[CONV_BLOCK][8];
+    TK_UNROLL for (int i = 0; i < NK; i++) {
+        const float b = t->bias ? t->bias[i] : 0.0f;
+        TK_UNROLL for (int j = 0; j < NP; j++) acc[i][j] = b;
+    }
+    const float *xw = t->x + ow * sw - t->pl + kw_lo;
+    const float *ww = t->w + kw_lo;
+    const int nkh = t->nkh;
+    /* Constant row counts: the full kernel, or one row cut by a padding of one. */
+    if (KWC == 3 && nkw == 3 && nkh == 3)
+        fwd_accumulate(t, acc, xw, ww, nkw, NK, NP, 3, 3, 3, SWC);
+    else if (KWC == 3 && nkw == 3 && nkh == 2)
+        fwd_accumulate(t, acc, xw, ww, nkw, NK, NP, 2, 3, 3, SWC);
+    else if (KWC == 3 && nkw == 2 && nkh == 3)
+        fwd_accumulate(t, acc, xw, ww, nkw, NK, NP, 3, 2, 3, SWC);
+    else if (KWC == 3 && nkw == 2 && nkh == 2)
+        fwd_accumulate(t, acc, xw, ww, nkw, NK, NP, 2, 2, 3, SWC);
+    else if (KWC == 1 && nkw == 1 && nkh == 1)
+        fwd_accumulate(t, acc, xw, ww, nkw, NK, NP, 1, 1, 1, SWC);
+    else
+        fwd_accumulate(t, acc, xw, ww, nkw, NK, NP, 0, 0, 0, SWC);
     float *restrict y = t->y + ow;
     TK_UNROLL for (int i = 0; i < NK; i++) {
         TK_UNROLL for (int j = 0; j < NP; j++) y[i * t->y_plane + j] = acc[i][j];
@@ -98,43 +131,29 @@ TK_INLINE void fwd_pixels(const fwd_row_t *t, int ow, const int NK, const int NP
 }
 
 /* One output pixel whose window crosses the left or right image border. */
-TK_INLINE void fwd_border_pixel(const fwd_row_t *t, int ow, const int NK)
+TK_INLINE void fwd_border_pixel(const fwd_row_t *t, int ow, const int NK, const int KWC, const int SWC)
 {
     const int iw0 = ow * t->sw - t->pl;
     const int kw_lo = tk_max(0, -iw0), kw_hi = tk_min(t->KW, t->W - iw0);
-    float acc[CONV_BLOCK];
-    TK_UNROLL for (int i = 0; i < NK; i++) acc[i] = t->bias ? t->bias[i] : 0.0f;
-    const float *xc = t->x + iw0;
-    const float *wc = t->w;
-    for (int c = 0; c < t->cin; c++) {
-        const float *xr = xc;
-        const float *wr = wc;
-        for (int kh = 0; kh < t->nkh; kh++) {
-            for (int kw = kw_lo; kw < kw_hi; kw++) {
-                const float xv = xr[kw];
-                TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i], wr[i * t->w_k + kw], xv);
-            }
-            xr += t->W;
-            wr += t->KW;
-        }
-        xc += t->x_plane;
-        wc += t->w_c;
-    }
-    TK_UNROLL for (int i = 0; i < NK; i++) t->y[i * t->y_plane + ow] = acc[i];
+    fwd_pixels(t, ow, kw_lo, tk_max(kw_hi - kw_lo, 0), NK, 1, KWC, SWC);
 }
 
 TK_INLINE void fwd_row(const fwd_row_t *t, const int NK, const int KWC, const int SWC)
 {
-    const int a = t->ow_a, b = t->ow_b;
-    for (int ow = 0; ow < a; ow++) fwd_border_pixel(t, ow, NK);
+    const int a = t->ow_a, b = t->ow_b, KW = KWC ? KWC : t->KW, NPMAX = FWD_PIXELS(NK);
+    for (int ow = 0; ow < a; ow++) fwd_border_pixel(t, ow, NK, KWC, SWC);
     int ow = a;
-    for (; ow + 4 <= b; ow += 4) fwd_pixels(t, ow, NK, 4, KWC, SWC);
+    for (; ow + NPMAX <= b; ow += NPMAX) fwd_pixels(t, ow, 0, KW, NK, NPMAX, KWC, SWC);
+    if (NPMAX > 4 && ow + 4 <= b) {
+        fwd_pixels(t, ow, 0, KW, NK, 4, KWC, SWC);
+        ow += 4;
+    }
     if (ow + 2 <= b) {
-        fwd_pixels(t, ow, NK, 2, KWC, SWC);
+        fwd_pixels(t, ow, 0, KW, NK, 2, KWC, SWC);
         ow += 2;
     }
-    if (ow < b) fwd_pixels(t, ow, NK, 1, KWC, SWC);
-    for (ow = b; ow < t->OW; ow++) fwd_border_pixel(t, ow, NK);
+    if (ow < b) fwd_pixels(t, ow, 0, KW, NK, 1, KWC, SWC);
+    for (ow = b; ow < t->OW; ow++) fwd_border_pixel(t, ow, NK, KWC, SWC);
 }
 
 typedef void (*fwd_row_fn)(const fwd_row_t *t);
@@ -148,8 +167,6 @@ FWD_ROW_VARIANT(4, 1, 2)
 FWD_ROW_VARIANT(4, 0, 0)
 FWD_ROW_VARIANT(1, 3, 1)
 FWD_ROW_VARIANT(1, 3, 2)
-FWD_ROW_VARIANT(1, 1, 1)
-FWD_ROW_VARIANT(1, 1, 2)
 FWD_ROW_VARIANT(1, 0, 0)
 
 static fwd_row_fn fwd_row_pick(int four_channels, int KW, int sw)
@@ -163,8 +180,6 @@ static fwd_row_fn fwd_row_pick(int four_channels, int KW, int sw)
     }
     if (KW == 3 && sw == 1) return fwd_row_1_3_1;
     if (KW == 3 && sw == 2) return fwd_row_1_3_2;
-    if (KW == 1 && sw == 1) return fwd_row_1_1_1;
-    if (KW == 1 && sw == 2) return fwd_row_1_1_2;
     return fwd_row_1_0_0;
 }
 
@@ -229,7 +244,7 @@ void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, con
  * neighbouring dy values, which is what the register block exploits. */
 typedef struct {
     const float *dy; /* dy at (n, first output channel of the group, oh of the first valid kh, 0) */
-    const float *w;  /* w at (first output channel of the group, first input channel, first valid kh, kw0) */
+    const float *w;  /* w at (first output channel of the group, first input channel, kh0, kw0) */
     float *dx;       /* dx at (n, first input channel, ih, phase) */
     int kout;        /* output channels of the group */
     int nkh;         /* valid kernel rows */
@@ -244,153 +259,175 @@ typedef struct {
     int m_a, m_b;    /* [m_a, m_b): pixels for which every valid kw meets a dy column */
 } gin_row_t;
 
-/* One kernel tap: NP neighbouring dy values times NC weights (stride w_c). */
-TK_INLINE void gin_tap(float acc[][4], const float *restrict dyr, const float *restrict wr, int w_c, const int NC,
-                       const int NP)
+/* acc[i][j] += sum over k, valid kh, valid kw (t-th) of dyc[k*dy_plane - kh*OW + j - t] * w[...].
+ * With KC (square kernel) and SC (equal strides) constant, NKH and NKW are constants too and every
+ * weight sits at a constant offset from one pointer; otherwise the loops are generic. */
+TK_INLINE void gin_accumulate(const gin_row_t *t, float acc[][8], const float *dyc, int t_lo, int t_hi,
+                              const int NC, const int NP, const int KC, const int SC, const int NKH,
+                              const int NKW)
 {
-    float dv[4];
-    TK_UNROLL for (int j = 0; j < NP; j++) dv[j] = dyr[j];
-    TK_UNROLL for (int i = 0; i < NC; i++) {
-        const float wv = wr[i * w_c];
-        TK_UNROLL for (int j = 0; j < NP; j++) TK_MAC(acc[i][j], wv, dv[j]);
-    }
-}
-
-TK_INLINE void gin_pixels(const gin_row_t *t, int m, const int NC, const int NP, const int NKWC, const int SWC)
-{
-    const int nkw = NKWC ? NKWC : t->nkw;
-    const int sw = SWC ? SWC : t->sw;
-    const int kout = t->kout, nkh = t->nkh, OW = t->OW, w_c = t->w_c, w_kh = t->w_kh;
-    float acc[CONV_BLOCK][4];
-    TK_UNROLL for (int i = 0; i < NC; i++) {
-        TK_UNROLL for (int j = 0; j < NP; j++) acc[i][j] = 0.0f;
-    }
-    const float *restrict dyc = t->dy + m + t->base;
+    const int kout = t->kout, OW = t->OW, dy_plane = t->dy_plane, w_k = t->w_k;
+    const float *restrict dp = dyc;
     const float *restrict wc = t->w;
-    if (NKWC && nkh == NKWC) {
-        /* As many valid kernel rows as columns (3x3 stride 1, 1x1, most rows of 3x3 stride 2):
-         * the whole set of taps is unrolled. */
+    if (KC) {
         for (int k = 0; k < kout; k++) {
-            TK_UNROLL for (int kh = 0; kh < NKWC; kh++) {
-                TK_UNROLL for (int tk = 0; tk < NKWC; tk++)
-                    gin_tap(acc, dyc - kh * OW - tk, wc + kh * w_kh + tk * sw, w_c, NC, NP);
+            TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
+                const float *restrict dyr = dp - kh * OW;
+                TK_UNROLL for (int tk = 0; tk < NKW; tk++) {
+                    float dv[8];
+                    TK_UNROLL for (int j = 0; j < NP; j++) dv[j] = dyr[j - tk];
+                    TK_UNROLL for (int i = 0; i < NC; i++) {
+                        const float wv = wc[i * KC * KC + kh * SC * KC + tk * SC];
+                        TK_UNROLL for (int j = 0; j < NP; j++) TK_MAC(acc[i][j], wv, dv[j]);
+                    }
+                }
             }
-            dyc += t->dy_plane;
-            wc += t->w_k;
+            dp += dy_plane;
+            wc += w_k;
         }
+        return;
     }
-    for (int k = 0; k < kout && !(NKWC && nkh == NKWC); k++) {
-        const float *restrict dyr = dyc;
+    const int nkh = t->nkh, w_c = t->w_c, w_kh = t->w_kh, sw = t->sw;
+    for (int k = 0; k < kout; k++) {
+        const float *restrict dyr = dp;
         const float *restrict wr = wc;
         for (int kh = 0; kh < nkh; kh++) {
-            if (NKWC) {
-                TK_UNROLL for (int tk = 0; tk < NKWC; tk++) gin_tap(acc, dyr - tk, wr + tk * sw, w_c, NC, NP);
-            } else {
-                for (int tk = 0; tk < nkw; tk++) gin_tap(acc, dyr - tk, wr + tk * sw, w_c, NC, NP);
+            for (int tk = t_lo; tk < t_hi; tk++) {
+                float dv[8];
+                TK_UNROLL for (int j = 0; j < NP; j++) dv[j] = dyr[j - tk];
+                TK_UNROLL for (int i = 0; i < NC; i++) {
+                    const float wv = wr[i * w_c + tk * sw];
+                    TK_UNROLL for (int j = 0; j < NP; j++) TK_MAC(acc[i][j], wv, dv[j]);
+                }
             }
             dyr -= OW;
             wr += w_kh;
         }
-        dyc += t->dy_plane;
-        wc += t->w_k;
+        dp += dy_plane;
+        wc += w_k;
     }
+}
+
+/* NP pixels of the phase from m on (interior: all valid kw meet dy), or one border pixel (NP == 1)
+ * whose valid kw are [t_lo, t_hi). */
+TK_INLINE void gin_pixels(const gin_row_t *t, int m, int t_lo, int t_hi, const int NC, const int NP, const int KC,
+                          const int SC, const int NKH, const int NKW)
+{
+    float acc[CONV_BLOCK][8];
+    TK_UNROLL for (int i = 0; i < NC; i++) {
+        TK_UNROLL for (int j = 0; j < NP; j++) acc[i][j] = 0.0f;
+    }
+    const float *dyc = t->dy + m + t->base;
+    if (KC && t_lo == 0 && t_hi == NKW)
+        gin_accumulate(t, acc, dyc, t_lo, t_hi, NC, NP, KC, SC, NKH, NKW);
+    else
+        gin_accumulate(t, acc, dyc, t_lo, t_hi, NC, NP, 0, 0, 0, 0);
+    const int sw = SC ? SC : t->sw;
     float *restrict dx = t->dx + m * sw;
     TK_UNROLL for (int i = 0; i < NC; i++) {
         TK_UNROLL for (int j = 0; j < NP; j++) dx[i * t->x_plane + j * sw] = acc[i][j];
     }
 }
 
-TK_INLINE void gin_border_pixel(const gin_row_t *t, int m, const int NC)
+TK_INLINE void gin_row(const gin_row_t *t, const int NC, const int KC, const int SC, const int NKH, const int NKW)
 {
-    const int col = m + t->base;
-    const int t_lo = tk_max(0, col - t->OW + 1), t_hi = tk_min(t->nkw, col + 1);
-    float acc[CONV_BLOCK];
-    TK_UNROLL for (int i = 0; i < NC; i++) acc[i] = 0.0f;
-    const float *dyc = t->dy + col;
-    const float *wc = t->w;
-    for (int k = 0; k < t->kout; k++) {
-        const float *dyr = dyc;
-        const float *wr = wc;
-        for (int kh = 0; kh < t->nkh; kh++) {
-            for (int tk = t_lo; tk < t_hi; tk++) {
-                const float dv = dyr[-tk];
-                TK_UNROLL for (int i = 0; i < NC; i++) TK_MAC(acc[i], wr[i * t->w_c + tk * t->sw], dv);
-            }
-            dyr -= t->OW;
-            wr += t->w_kh;
-        }
-        dyc += t->dy_plane;
-        wc += t->w_k;
+    const int a = t->m_a, b = t->m_b, nkw = t->nkw, NPMAX = FWD_PIXELS(NC);
+    if (t->nkh == 0 || nkw == 0) {
+        /* No kernel tap reaches this row / phase (stride larger than the kernel, or padding). */
+        for (int i = 0; i < NC; i++)
+            for (int m = 0; m < t->M; m++) t->dx[i * t->x_plane + m * t->sw] = 0.0f;
+        return;
     }
-    TK_UNROLL for (int i = 0; i < NC; i++) t->dx[i * t->x_plane + m * t->sw] = acc[i];
-}
-
-TK_INLINE void gin_row(const gin_row_t *t, const int NC, const int NKWC, const int SWC)
-{
-    const int a = t->m_a, b = t->m_b;
-    for (int m = 0; m < a; m++) gin_border_pixel(t, m, NC);
+    for (int m = 0; m < a; m++) {
+        const int col = m + t->base;
+        gin_pixels(t, m, tk_max(0, col - t->OW + 1), tk_min(nkw, col + 1), NC, 1, KC, SC, NKH, NKW);
+    }
     int m = a;
-    for (; m + 4 <= b; m += 4) gin_pixels(t, m, NC, 4, NKWC, SWC);
+    for (; m + NPMAX <= b; m += NPMAX) gin_pixels(t, m, 0, nkw, NC, NPMAX, KC, SC, NKH, NKW);
+    if (NPMAX > 4 && m + 4 <= b) {
+        gin_pixels(t, m, 0, nkw, NC, 4, KC, SC, NKH, NKW);
+        m += 4;
+    }
     if (m + 2 <= b) {
-        gin_pixels(t, m, NC, 2, NKWC, SWC);
+        gin_pixels(t, m, 0, nkw, NC, 2, KC, SC, NKH, NKW);
         m += 2;
     }
-    if (m < b) gin_pixels(t, m, NC, 1, NKWC, SWC);
-    for (m = b; m < t->M; m++) gin_border_pixel(t, m, NC);
+    if (m < b) gin_pixels(t, m, 0, nkw, NC, 1, KC, SC, NKH, NKW);
+    for (m = b; m < t->M; m++) {
+        const int col = m + t->base;
+        gin_pixels(t, m, tk_max(0, col - t->OW + 1), tk_min(nkw, col + 1), NC, 1, KC, SC, NKH, NKW);
+    }
 }
 
 typedef void (*gin_row_fn)(const gin_row_t *t);
 
-#define GIN_ROW_VARIANT(NC, NKWC, SWC)                                                                  \
-    static void gin_row_##NC##_##NKWC##_##SWC(const gin_row_t *t) { gin_row(t, NC, NKWC, SWC); }
-GIN_ROW_VARIANT(4, 3, 1)
-GIN_ROW_VARIANT(4, 1, 1)
-GIN_ROW_VARIANT(4, 1, 2)
-GIN_ROW_VARIANT(4, 2, 2)
-GIN_ROW_VARIANT(4, 0, 0)
-GIN_ROW_VARIANT(1, 3, 1)
-GIN_ROW_VARIANT(1, 1, 1)
-GIN_ROW_VARIANT(1, 1, 2)
-GIN_ROW_VARIANT(1, 2, 2)
-GIN_ROW_VARIANT(1, 0, 0)
-
-static gin_row_fn gin_row_pick(int four_channels, int nkw, int sw)
-{
-    if (four_channels) {
-        if (nkw == 3 && sw == 1) return gin_row_4_3_1;
-        if (nkw == 1 && sw == 1) return gin_row_4_1_1;
-        if (nkw == 1 && sw == 2) return gin_row_4_1_2;
-        if (nkw == 2 && sw == 2) return gin_row_4_2_2;
-        return gin_row_4_0_0;
+/* Instantiations: square kernel KC, equal strides SC, NKH valid kernel rows, NKW valid columns. */
+#define GIN_ROW_VARIANT(NC, KC, SC, NKH, NKW)                                                           \
+    static void gin_row_##NC##_##KC##_##SC##_##NKH##_##NKW(const gin_row_t *t)                         \
+    {                                                                                                   \
+        gin_row(t, NC, KC, SC, NKH, NKW);                                                               \
     }
-    if (nkw == 3 && sw == 1) return gin_row_1_3_1;
-    if (nkw == 1 && sw == 1) return gin_row_1_1_1;
-    if (nkw == 1 && sw == 2) return gin_row_1_1_2;
-    if (nkw == 2 && sw == 2) return gin_row_1_2_2;
-    return gin_row_1_0_0;
+#define GIN_ROW_VARIANTS(NC)                                                                            \
+    GIN_ROW_VARIANT(NC, 3, 1, 3, 3)                                                                     \
+    GIN_ROW_VARIANT(NC, 3, 1, 2, 3)                                                                     \
+    GIN_ROW_VARIANT(NC, 3, 2, 1, 1)                                                                     \
+    GIN_ROW_VARIANT(NC, 3, 2, 1, 2)                                                                     \
+    GIN_ROW_VARIANT(NC, 3, 2, 2, 1)                                                                     \
+    GIN_ROW_VARIANT(NC, 3, 2, 2, 2)                                                                     \
+    GIN_ROW_VARIANT(NC, 0, 0, 0, 0)
+GIN_ROW_VARIANTS(4)
+GIN_ROW_VARIANTS(1)
+GIN_ROW_VARIANT(4, 1, 1, 1, 1)
+GIN_ROW_VARIANT(4, 1, 2, 1, 1)
+
+static gin_row_fn gin_row_pick(int four_channels, const conv2d_params_t *p, int nkh, int nkw)
+{
+    const int KC = p->KH == p->KW ? p->KH : 0, SC = p->stride_h == p->stride_w ? p->stride_h : 0;
+    const int shape = KC * 1000 + SC * 100 + nkh * 10 + nkw;
+#define GIN_CASE(NC, KC, SC, NKH, NKW)                                                                  \
+    case KC * 1000 + SC * 100 + NKH * 10 + NKW: return gin_row_##NC##_##KC##_##SC##_##NKH##_##NKW;
+    if (four_channels) {
+        switch (shape) {
+            GIN_CASE(4, 3, 1, 3, 3)
+            GIN_CASE(4, 3, 1, 2, 3)
+            GIN_CASE(4, 3, 2, 1, 1)
+            GIN_CASE(4, 3, 2, 1, 2)
+            GIN_CASE(4, 3, 2, 2, 1)
+            GIN_CASE(4, 3, 2, 2, 2)
+            GIN_CASE(4, 1, 1, 1, 1)
+            GIN_CASE(4, 1, 2, 1, 1)
+        default: return gin_row_4_0_0_0_0;
+        }
+    }
+    switch (shape) {
+        GIN_CASE(1, 3, 1, 3, 3)
+        GIN_CASE(1, 3, 1, 2, 3)
+        GIN_CASE(1, 3, 2, 1, 1)
+        GIN_CASE(1, 3, 2, 1, 2)
+        GIN_CASE(1, 3, 2, 2, 1)
+        GIN_CASE(1, 3, 2, 2, 2)
+    default: return gin_row_1_0_0_0_0;
+    }
+#undef GIN_CASE
 }
 
-/* Column phases of a row: at most MAX_PHASES distinct strides are precomputed; wider strides are
- * computed per row. */
+/* Column phases of a row, precomputed for strides up to MAX_PHASES, else computed per row. */
 #define MAX_PHASES 4
 
 typedef struct {
-    int nkw, base, M, m_a, m_b;
-    gin_row_fn row4, row1;
+    int nkw, base, M, m_a, m_b, kw0;
 } gin_phase_t;
 
 static void gin_phase_setup(gin_phase_t *ph, int phase, const conv2d_params_t *p)
 {
     const int sw = p->stride_w;
     const int q = phase + p->pad_left;
-    const int kw0 = q % sw;
-    ph->nkw = kw0 < p->KW ? (p->KW - 1 - kw0) / sw + 1 : 0;
-    ph->base = (q - kw0) / sw;
+    ph->kw0 = q % sw;
+    ph->nkw = ph->kw0 < p->KW ? (p->KW - 1 - ph->kw0) / sw + 1 : 0;
+    ph->base = (q - ph->kw0) / sw;
     ph->M = phase < p->W ? (p->W - phase + sw - 1) / sw : 0;
     ph->m_a = tk_min(tk_max(0, ph->nkw - 1 - ph->base), ph->M);
     ph->m_b = tk_min(tk_max(p->OW - ph->base, ph->m_a), ph->M);
-    ph->row4 = gin_row_pick(1, ph->nkw, sw);
-    ph->row1 = gin_row_pick(0, ph->nkw, sw);
 }
 
 void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_params_t *p)
@@ -439,24 +476,20 @@ void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_
                 ph = &phases[phase];
             else
                 gin_phase_setup(&local, phase, p);
-            const int kw0 = (phase + p->pad_left) % sw;
-            t.nkw = t.nkh ? ph->nkw : 0;
+            t.nkw = ph->nkw;
             t.base = ph->base;
             t.M = ph->M;
             t.m_a = ph->m_a;
             t.m_b = ph->m_b;
-            if (t.nkw == 0) {
-                /* Nothing reaches these pixels (kernel rows or columns all skipped by the stride). */
-                t.m_a = t.m_b = t.M;
-            }
             t.dy = dy + ((size_t)(n * p->K + g * Kg) * p->OH + oh0) * p->OW;
-            t.w = w + (((size_t)g * Kg * Cg + cb * CONV_BLOCK) * KH + kh0) * KW + (t.nkw ? kw0 : 0);
+            t.w = w + (((size_t)g * Kg * Cg + cb * CONV_BLOCK) * KH + kh0) * KW + (t.nkw ? ph->kw0 : 0);
             t.dx = dx + ((size_t)(n * p->C + c0) * p->H + ih) * p->W + phase;
             if (nc == CONV_BLOCK) {
-                ph->row4(&t);
+                gin_row_pick(1, p, t.nkh, t.nkw)(&t);
             } else {
+                const gin_row_fn row1 = gin_row_pick(0, p, t.nkh, t.nkw);
                 for (int i = 0; i < nc; i++) {
-                    ph->row1(&t);
+                    row1(&t);
                     t.w += t.w_c;
                     t.dx += t.x_plane;
                 }
@@ -469,7 +502,9 @@ void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_
 
 /* For one (output-channel block, input channel, kernel row) the core sums over the batch and all
  * output pixels. A register block holds NK output channels x KWC kernel columns (kw0 .. kw0+KWC-1);
- * wider kernels are covered by several column groups. */
+ * wider kernels are covered by several column groups. Interior pixels (all KWC columns inside the
+ * image) run in a tight loop per row; the few border columns are then swept over all rows at once,
+ * since which kernel columns they miss is the same in every row. */
 typedef struct {
     const float *x;  /* x at (0, c, input row of the first valid output row, 0) */
     const float *dy; /* dy at (0, first output channel, first valid output row, 0) */
@@ -480,10 +515,12 @@ typedef struct {
     int kw0;
 } gw_rows_t;
 
+#define GW_PIXELS 4
+
 TK_INLINE void gw_block(const gw_rows_t *t, float *dw, int dw_k, const int NK, const int KWC, const int SWC)
 {
     const int sw = SWC ? SWC : t->sw;
-    const int W = t->W, OW = t->OW, dy_plane = t->dy_plane;
+    const int W = t->W, OW = t->OW, dy_plane = t->dy_plane, rows = t->rows, x_row_step = t->x_row_step;
     const int col0 = t->kw0 - t->pl; /* x column of ow = 0, kw = kw0 */
     /* Interior: ow*sw + col0 >= 0 and ow*sw + col0 + KWC <= W. */
     const int a = tk_min(tk_max(tk_ceil_div(-col0, sw), 0), OW);
@@ -492,49 +529,60 @@ TK_INLINE void gw_block(const gw_rows_t *t, float *dw, int dw_k, const int NK, c
     TK_UNROLL for (int i = 0; i < NK; i++) {
         TK_UNROLL for (int kw = 0; kw < KWC; kw++) acc[i][kw] = 0.0f;
     }
-    for (int n = 0; n < t->N; n++) {
-        const float *xr = t->x + (size_t)n * t->x_batch + col0;
-        const float *dyr = t->dy + (size_t)n * t->dy_batch;
-        for (int row = 0; row < t->rows; row++) {
-            const float *restrict xp = xr + a * sw;
-            const float *restrict dp = dyr + a;
+    for (int n = 0; n < t->N && a < b; n++) {
+        const float *xr = t->x + (size_t)n * t->x_batch + col0 + a * sw;
+        const float *dr = t->dy + (size_t)n * t->dy_batch + a;
+        for (int row = 0; row < rows; row++) {
+            const float *restrict xp = xr;
+            const float *restrict dp[CONV_BLOCK];
+            TK_UNROLL for (int i = 0; i < NK; i++) dp[i] = dr + i * dy_plane;
             int ow = a;
-            for (; ow + 2 <= b; ow += 2) {
-                float dv[CONV_BLOCK][2];
-                TK_UNROLL for (int i = 0; i < NK; i++) {
-                    dv[i][0] = dp[i * dy_plane];
-                    dv[i][1] = dp[i * dy_plane + 1];
-                }
-                TK_UNROLL for (int j = 0; j < 2; j++) {
+            for (; ow + GW_PIXELS <= b; ow += GW_PIXELS) {
+                TK_UNROLL for (int j = 0; j < GW_PIXELS; j++) {
+                    float dv[CONV_BLOCK];
+                    TK_UNROLL for (int i = 0; i < NK; i++) dv[i] = dp[i][j];
                     TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
                         const float xv = xp[j * sw + kw];
-                        TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dv[i][j], xv);
+                        TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dv[i], xv);
                     }
                 }
-                xp += 2 * sw;
-                dp += 2;
+                xp += GW_PIXELS * sw;
+                TK_UNROLL for (int i = 0; i < NK; i++) {
+                    dp[i] += GW_PIXELS;
+                    TK_OPAQUE(dp[i]);
+                }
             }
-            if (ow < b) {
+            for (; ow < b; ow++) {
                 TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
                     const float xv = xp[kw];
-                    TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dp[i * dy_plane], xv);
+                    TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dp[i][0], xv);
                 }
+                xp += sw;
+                TK_UNROLL for (int i = 0; i < NK; i++) dp[i]++;
             }
-            for (int pass = 0; pass < 2; pass++) {
-                const int lo = pass ? b : 0, hi = pass ? OW : a;
-                for (ow = lo; ow < hi; ow++) {
-                    const int col = ow * sw + col0;
-                    TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
-                        if (col + kw >= 0 && col + kw < W) {
-                            const float xv = xr[ow * sw + kw];
-                            TK_UNROLL for (int i = 0; i < NK; i++)
-                                TK_MAC(acc[i][kw], dyr[i * dy_plane + ow], xv);
-                        }
+            xr += x_row_step;
+            dr += OW;
+        }
+    }
+    for (int ow = 0; ow < OW; ow++) {
+        if (ow == a && a < b) ow = b;
+        if (ow >= OW) break;
+        const int col = ow * sw + col0;
+        int valid[3];
+        TK_UNROLL for (int kw = 0; kw < KWC; kw++) valid[kw] = col + kw >= 0 && col + kw < W;
+        for (int n = 0; n < t->N; n++) {
+            const float *xr = t->x + (size_t)n * t->x_batch + col;
+            const float *dr = t->dy + (size_t)n * t->dy_batch + ow;
+            for (int row = 0; row < rows; row++) {
+                TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
+                    if (valid[kw]) {
+                        const float xv = xr[kw];
+                        TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dr[i * dy_plane], xv);
                     }
                 }
+                xr += x_row_step;
+                dr += OW;
             }
-            xr += t->x_row_step;
-            dyr += OW;
         }
     }
     TK_UNROLL for (int i = 0; i < NK; i++) {
@@ -552,27 +600,154 @@ typedef void (*gw_block_fn)(const gw_rows_t *t, float *dw, int dw_k);
 GW_VARIANT(4, 3, 1)
 GW_VARIANT(4, 3, 2)
 GW_VARIANT(4, 3, 0)
-GW_VARIANT(4, 1, 1)
-GW_VARIANT(4, 1, 2)
 GW_VARIANT(4, 1, 0)
 GW_VARIANT(1, 3, 1)
 GW_VARIANT(1, 3, 2)
 GW_VARIANT(1, 3, 0)
-GW_VARIANT(1, 1, 1)
-GW_VARIANT(1, 1, 2)
 GW_VARIANT(1, 1, 0)
 
 static gw_block_fn gw_block_pick(int four_channels, int three_columns, int sw)
 {
-    static const gw_block_fn table[2][2][3] = {
-        {{gw_block_1_1_0, gw_block_1_1_1, gw_block_1_1_2}, {gw_block_1_3_0, gw_block_1_3_1, gw_block_1_3_2}},
-        {{gw_block_4_1_0, gw_block_4_1_1, gw_block_4_1_2}, {gw_block_4_3_0, gw_block_4_3_1, gw_block_4_3_2}},
-    };
-    return table[four_channels][three_columns][sw == 1 || sw == 2 ? sw : 0];
+    if (!three_columns) return four_channels ? gw_block_4_1_0 : gw_block_1_1_0;
+    if (four_channels) return sw == 1 ? gw_block_4_3_1 : sw == 2 ? gw_block_4_3_2 : gw_block_4_3_0;
+    return sw == 1 ? gw_block_1_3_1 : sw == 2 ? gw_block_1_3_2 : gw_block_1_3_0;
+}
+
+/* 1x1 kernels: a register block of NK output channels x NC input channels, summed over all pixels
+ * (a matrix product dy . x^T over the pixels, x read with the column stride). */
+typedef struct {
+    const float *x;  /* x at (0, first input channel, input row of the first valid output row, 0) */
+    const float *dy; /* dy at (0, first output channel, first valid output row, 0) */
+    int N, x_batch, dy_batch, x_plane, dy_plane;
+    int rows, x_row_step, OW, sw;
+    int col0;        /* x column of ow = 0: -pad_left */
+    int a, b;        /* output columns whose input column is inside the image */
+} gw1_t;
+
+TK_INLINE void gw1_block(const gw1_t *t, float *dw, int dw_k, const int NK, const int NC, const int SWC)
+{
+    const int sw = SWC ? SWC : t->sw, a = t->a, b = t->b;
+    float acc[CONV_BLOCK][CONV_BLOCK];
+    TK_UNROLL for (int i = 0; i < NK; i++) {
+        TK_UNROLL for (int c = 0; c < NC; c++) acc[i][c] = 0.0f;
+    }
+    for (int n = 0; n < t->N; n++) {
+        const float *xr = t->x + (size_t)n * t->x_batch + t->col0 + a * sw;
+        const float *dr = t->dy + (size_t)n * t->dy_batch + a;
+        for (int row = 0; row < t->rows; row++) {
+            const float *restrict xp[CONV_BLOCK];
+            const float *restrict dp[CONV_BLOCK];
+            TK_UNROLL for (int c = 0; c < NC; c++) xp[c] = xr + c * t->x_plane;
+            TK_UNROLL for (int i = 0; i < NK; i++) dp[i] = dr + i * t->dy_plane;
+            int ow = a;
+            for (; ow + 2 <= b; ow += 2) {
+                TK_UNROLL for (int j = 0; j < 2; j++) {
+                    float xv[CONV_BLOCK], dv[CONV_BLOCK];
+                    TK_UNROLL for (int c = 0; c < NC; c++) xv[c] = xp[c][j * sw];
+                    TK_UNROLL for (int i = 0; i < NK; i++) dv[i] = dp[i][j];
+                    TK_UNROLL for (int i = 0; i < NK; i++) {
+                        TK_UNROLL for (int c = 0; c < NC; c++) TK_MAC(acc[i][c], dv[i], xv[c]);
+                    }
+                }
+                TK_UNROLL for (int c = 0; c < NC; c++) {
+                    xp[c] += 2 * sw;
+                    TK_OPAQUE(xp[c]);
+                }
+                TK_UNROLL for (int i = 0; i < NK; i++) {
+                    dp[i] += 2;
+                    TK_OPAQUE(dp[i]);
+                }
+            }
+            if (ow < b) {
+                TK_UNROLL for (int i = 0; i < NK; i++) {
+                    TK_UNROLL for (int c = 0; c < NC; c++) TK_MAC(acc[i][c], dp[i][0], xp[c][0]);
+                }
+            }
+            xr += t->x_row_step;
+            dr += t->OW;
+        }
+    }
+    TK_UNROLL for (int i = 0; i < NK; i++) {
+        TK_UNROLL for (int c = 0; c < NC; c++) dw[i * dw_k + c] = acc[i][c];
+    }
+}
+
+typedef void (*gw1_block_fn)(const gw1_t *t, float *dw, int dw_k);
+
+#define GW1_VARIANT(NK, NC, SWC)                                                                        \
+    static void gw1_block_##NK##_##NC##_##SWC(const gw1_t *t, float *dw, int dw_k)                     \
+    {                                                                                                   \
+        gw1_block(t, dw, dw_k, NK, NC, SWC);                                                            \
+    }
+GW1_VARIANT(4, 4, 1)
+GW1_VARIANT(4, 4, 2)
+GW1_VARIANT(4, 4, 0)
+GW1_VARIANT(4, 1, 0)
+GW1_VARIANT(1, 4, 0)
+GW1_VARIANT(1, 1, 0)
+
+static gw1_block_fn gw1_block_pick(int nk, int nc, int sw)
+{
+    if (nk == CONV_BLOCK && nc == CONV_BLOCK) return sw == 1 ? gw1_block_4_4_1 : sw == 2 ? gw1_block_4_4_2 : gw1_block_4_4_0;
+    if (nk == CONV_BLOCK) return gw1_block_4_1_0;
+    return nc == CONV_BLOCK ? gw1_block_1_4_0 : gw1_block_1_1_0;
+}
+
+/* Output rows whose input row oh*sh + kh - pt lies in [0, H): [*lo, *hi). */
+static void gw_valid_rows(const conv2d_params_t *p, int kh, int *lo, int *hi)
+{
+    const int sh = p->stride_h;
+    *lo = tk_min(tk_max(tk_ceil_div(p->pad_top - kh, sh), 0), p->OH);
+    *hi = tk_min(tk_max(tk_floor_div(p->H - 1 + p->pad_top - kh, sh) + 1, *lo), p->OH);
+}
+
+static void conv2d_grad_weight_1x1(const float *x, const float *dy, float *dw, const conv2d_params_t *p)
+{
+    const int G = p->groups, Cg = p->C / G, Kg = p->K / G, sw = p->stride_w;
+    const int kblocks = (Kg + CONV_BLOCK - 1) / CONV_BLOCK, cblocks = (Cg + CONV_BLOCK - 1) / CONV_BLOCK;
+    gw1_t t;
+    t.N = p->N;
+    t.x_batch = p->C * p->H * p->W;
+    t.dy_batch = p->K * p->OH * p->OW;
+    t.x_plane = p->H * p->W;
+    t.dy_plane = p->OH * p->OW;
+    t.x_row_step = p->stride_h * p->W;
+    t.OW = p->OW;
+    t.sw = sw;
+    t.col0 = -p->pad_left;
+    t.a = tk_min(tk_max(tk_ceil_div(p->pad_left, sw), 0), p->OW);
+    t.b = tk_min(tk_max(tk_floor_div(p->W - 1 + p->pad_left, sw) + 1, t.a), p->OW);
+    int oh_lo, oh_hi;
+    gw_valid_rows(p, 0, &oh_lo, &oh_hi);
+    t.rows = oh_hi - oh_lo;
+    const int ih_lo = t.rows ? oh_lo * p->stride_h - p->pad_top : 0;
+
+    int first, end;
+    rt_chunk(G * kblocks * cblocks, &first, &end);
+    for (int item = first; item < end; item++) {
+        const int cb = item % cblocks, kb = item / cblocks % kblocks, g = item / cblocks / kblocks;
+        const int k0 = g * Kg + kb * CONV_BLOCK, cl0 = cb * CONV_BLOCK;
+        const int nk = tk_min(CONV_BLOCK, Kg - kb * CONV_BLOCK), nc = tk_min(CONV_BLOCK, Cg - cl0);
+        for (int i = 0; i < nk;) {
+            const int bk = nk - i >= CONV_BLOCK ? CONV_BLOCK : 1;
+            for (int c = 0; c < nc;) {
+                const int bc = nc - c >= CONV_BLOCK ? CONV_BLOCK : 1;
+                t.x = x + ((size_t)(g * Cg + cl0 + c) * p->H + ih_lo) * p->W;
+                t.dy = dy + ((size_t)(k0 + i) * p->OH + oh_lo) * p->OW;
+                gw1_block_pick(bk, bc, sw)(&t, dw + (size_t)(k0 + i) * Cg + cl0 + c, Cg);
+                c += bc;
+            }
+            i += bk;
+        }
+    }
 }
 
 void conv2d_grad_weight(const float *x, const float *dy, float *dw, const conv2d_params_t *p)
 {
+    if (p->KH == 1 && p->KW == 1) {
+        conv2d_grad_weight_1x1(x, dy, dw, p);
+        return;
+    }
     const int G = p->groups, Cg = p->C / G, Kg = p->K / G;
     const int kblocks = (Kg + CONV_BLOCK - 1) / CONV_BLOCK;
     const int KH = p->KH, KW = p->KW, sh = p->stride_h;
@@ -599,9 +774,8 @@ void conv2d_grad_weight(const float *x, const float *dy, float *dw, const conv2d
         const int g = rest / kblocks;
         const int k0 = g * Kg + kb * CONV_BLOCK;
         const int nk = tk_min(CONV_BLOCK, Kg - kb * CONV_BLOCK);
-        /* Output rows whose input row oh*sh + kh - pt lies in [0, H). */
-        const int oh_lo = tk_min(tk_max(tk_ceil_div(p->pad_top - kh, sh), 0), p->OH);
-        const int oh_hi = tk_min(tk_max(tk_floor_div(p->H - 1 + p->pad_top - kh, sh) + 1, oh_lo), p->OH);
+        int oh_lo, oh_hi;
+        gw_valid_rows(p, kh, &oh_lo, &oh_hi);
         t.rows = oh_hi - oh_lo;
         const int ih_lo = oh_lo * sh + kh - p->pad_top;
         t.x = x + ((size_t)(g * Cg + cl) * p->H + (t.rows ? ih_lo : 0)) * p->W;

@@ -17,6 +17,11 @@
  * alike, whatever -ffp-contract the caller builds with (ISO -std=c11 turns contraction off). */
 #define TK_MAC(acc, a, b) ((acc) = __builtin_fmaf((a), (b), (acc)))
 
+/* Hides a pointer's value from the optimizer so that it stays one register bumped once per loop
+ * iteration, instead of being folded into a shared base plus many precomputed offsets (which GCC
+ * then spills to the stack). Emits no instruction. */
+#define TK_OPAQUE(ptr) __asm__("" : "+r"(ptr))
+
 TK_INLINE int tk_min(int a, int b) { return a < b ? a : b; }
 TK_INLINE int tk_max(int a, int b) { return a > b ? a : b; }
 

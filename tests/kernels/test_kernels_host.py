@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kernels.kernel_host import CORE_COUNTS, ConvParams, GemmParams, KernelLib, PoolParams, build
+from kernel_host import CORE_COUNTS, ConvParams, GemmParams, KernelLib, PoolParams, build
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a host C compiler")
 RTOL, ATOL = 1e-4, 1e-5
