@@ -428,6 +428,30 @@ def test_no_gradient_below_the_earliest_trainable_layer(train: str, expected: li
     assert not any(op.inputs[0].name in ("mean", "var") for op in graph.ops if op.phase is Phase.UPDATE)
 
 
+def torch_deep(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    r1 = torch.relu(F.conv2d(x, p["w1"], p["b1"], padding=1))
+    c2 = F.conv2d(F.max_pool2d(r1, 2), p["w2"], padding=1, groups=4)
+    n2 = F.batch_norm(c2, p["mean"], p["var"], p["gamma"], p["beta"], training=False, eps=1e-5)
+    a3 = F.avg_pool2d(F.conv2d(torch.clamp(n2, 0.0, 6.0), p["w3"]), 2)
+    return F.linear(a3.mean(dim=(2, 3)), p["w4"], p["b4"])
+
+
+def test_deep_gradients_match_torch_autograd() -> None:
+    graph = load(DEEP, seed=6)
+    run("training", graph)
+    rng = np.random.default_rng(7)
+    x, target = rng.standard_normal((2, 1, 8, 8)), np.array([4, 0])
+    env = Executor(graph).run({"x": x, "target": target})
+    params = {v.name: torch.from_numpy(graph.initial[v.name].copy()).requires_grad_(v.trainable)
+              for v in graph.params}
+    loss = F.cross_entropy(torch_deep(params, torch.from_numpy(x)), torch.from_numpy(target))
+    loss.backward()
+    np.testing.assert_allclose(env["loss"], loss.item(), rtol=1e-10)
+    assert len(update_ops(graph)) == 8
+    for _, param, grad in update_ops(graph):
+        np.testing.assert_allclose(env[grad], params[param].grad.numpy(), rtol=1e-7, atol=1e-12, err_msg=param)
+
+
 def test_batchnorm_statistics_are_never_trainable() -> None:
     graph = load(DEEP)
     run("training", graph)
