@@ -515,7 +515,73 @@ typedef struct {
     int kw0;
 } gw_rows_t;
 
-#define GW_PIXELS 4
+/* Interior pixels of one row: NP pixels from xp / dp on, all KWC kernel columns inside the image. */
+TK_INLINE void gw_pixels(float acc[][3], const float *restrict xp, const float *restrict const dp[], const int NK,
+                         const int NP, const int KWC, const int sw)
+{
+    TK_UNROLL for (int j = 0; j < NP; j++) {
+        float dv[CONV_BLOCK];
+        TK_UNROLL for (int i = 0; i < NK; i++) dv[i] = dp[i][j];
+        TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
+            const float xv = xp[j * sw + kw];
+            TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dv[i], xv);
+        }
+    }
+}
+
+/* One border column ow (x column col of kernel column 0) over all rows, kernel columns [KLO, KHI). */
+TK_INLINE void gw_border_column(const gw_rows_t *t, float acc[][3], int ow, int col, const int NK, const int KLO,
+                                const int KHI)
+{
+    const int dy_plane = t->dy_plane;
+    for (int n = 0; n < t->N; n++) {
+        const float *restrict xr = t->x + (size_t)n * t->x_batch + col;
+        const float *restrict dr = t->dy + (size_t)n * t->dy_batch + ow;
+        for (int row = 0; row < t->rows; row++) {
+            TK_UNROLL for (int kw = KLO; kw < KHI; kw++) {
+                const float xv = xr[kw];
+                TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dr[i * dy_plane], xv);
+            }
+            xr += t->x_row_step;
+            dr += t->OW;
+        }
+    }
+}
+
+/* dw block = contributions of the output columns outside [a, b) (the image border cuts their
+ * windows). Which kernel columns a border column keeps is the same in every row, so each column is
+ * one loop over all rows with that range fixed at compile time. */
+TK_INLINE void gw_borders(const gw_rows_t *t, float *dw, int dw_k, int a, int b, const int NK, const int KWC,
+                          const int SWC)
+{
+    const int sw = SWC ? SWC : t->sw, col0 = t->kw0 - t->pl;
+    float acc[CONV_BLOCK][3];
+    TK_UNROLL for (int i = 0; i < NK; i++) {
+        TK_UNROLL for (int kw = 0; kw < KWC; kw++) acc[i][kw] = 0.0f;
+    }
+    for (int ow = 0; ow < t->OW; ow++) {
+        if (ow == a && a < b) ow = b;
+        if (ow >= t->OW) break;
+        const int col = ow * sw + col0;
+        const int lo = tk_max(0, -col), hi = tk_min(KWC, t->W - col);
+        if (KWC == 1) {
+            if (lo < hi) gw_border_column(t, acc, ow, col, NK, 0, 1);
+            continue;
+        }
+        switch (lo * 4 + hi) {
+        case 0 * 4 + 3: gw_border_column(t, acc, ow, col, NK, 0, 3); break;
+        case 1 * 4 + 3: gw_border_column(t, acc, ow, col, NK, 1, 3); break;
+        case 2 * 4 + 3: gw_border_column(t, acc, ow, col, NK, 2, 3); break;
+        case 0 * 4 + 2: gw_border_column(t, acc, ow, col, NK, 0, 2); break;
+        case 0 * 4 + 1: gw_border_column(t, acc, ow, col, NK, 0, 1); break;
+        case 1 * 4 + 2: gw_border_column(t, acc, ow, col, NK, 1, 2); break;
+        default: break; /* no kernel column inside the image */
+        }
+    }
+    TK_UNROLL for (int i = 0; i < NK; i++) {
+        TK_UNROLL for (int kw = 0; kw < KWC; kw++) dw[i * dw_k + kw] = acc[i][kw];
+    }
+}
 
 TK_INLINE void gw_block(const gw_rows_t *t, float *dw, int dw_k, const int NK, const int KWC, const int SWC)
 {
@@ -525,11 +591,14 @@ TK_INLINE void gw_block(const gw_rows_t *t, float *dw, int dw_k, const int NK, c
     /* Interior: ow*sw + col0 >= 0 and ow*sw + col0 + KWC <= W. */
     const int a = tk_min(tk_max(tk_ceil_div(-col0, sw), 0), OW);
     const int b = tk_min(tk_max(tk_floor_div(W - KWC - col0, sw) + 1, a), OW);
+    /* The border pass writes its partial sums to dw; the interior pass starts from them. */
+    gw_borders(t, dw, dw_k, a, b, NK, KWC, SWC);
+    if (a == b) return;
     float acc[CONV_BLOCK][3];
     TK_UNROLL for (int i = 0; i < NK; i++) {
-        TK_UNROLL for (int kw = 0; kw < KWC; kw++) acc[i][kw] = 0.0f;
+        TK_UNROLL for (int kw = 0; kw < KWC; kw++) acc[i][kw] = dw[i * dw_k + kw];
     }
-    for (int n = 0; n < t->N && a < b; n++) {
+    for (int n = 0; n < t->N; n++) {
         const float *xr = t->x + (size_t)n * t->x_batch + col0 + a * sw;
         const float *dr = t->dy + (size_t)n * t->dy_batch + a;
         for (int row = 0; row < rows; row++) {
@@ -537,52 +606,23 @@ TK_INLINE void gw_block(const gw_rows_t *t, float *dw, int dw_k, const int NK, c
             const float *restrict dp[CONV_BLOCK];
             TK_UNROLL for (int i = 0; i < NK; i++) dp[i] = dr + i * dy_plane;
             int ow = a;
-            for (; ow + GW_PIXELS <= b; ow += GW_PIXELS) {
-                TK_UNROLL for (int j = 0; j < GW_PIXELS; j++) {
-                    float dv[CONV_BLOCK];
-                    TK_UNROLL for (int i = 0; i < NK; i++) dv[i] = dp[i][j];
-                    TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
-                        const float xv = xp[j * sw + kw];
-                        TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dv[i], xv);
-                    }
-                }
-                xp += GW_PIXELS * sw;
+            for (; ow + 4 <= b; ow += 4) {
+                gw_pixels(acc, xp, dp, NK, 4, KWC, sw);
+                xp += 4 * sw;
                 TK_UNROLL for (int i = 0; i < NK; i++) {
-                    dp[i] += GW_PIXELS;
+                    dp[i] += 4;
                     TK_OPAQUE(dp[i]);
                 }
             }
-            for (; ow < b; ow++) {
-                TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
-                    const float xv = xp[kw];
-                    TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dp[i][0], xv);
-                }
-                xp += sw;
-                TK_UNROLL for (int i = 0; i < NK; i++) dp[i]++;
+            if (ow + 2 <= b) {
+                gw_pixels(acc, xp, dp, NK, 2, KWC, sw);
+                xp += 2 * sw;
+                TK_UNROLL for (int i = 0; i < NK; i++) dp[i] += 2;
+                ow += 2;
             }
+            if (ow < b) gw_pixels(acc, xp, dp, NK, 1, KWC, sw);
             xr += x_row_step;
             dr += OW;
-        }
-    }
-    for (int ow = 0; ow < OW; ow++) {
-        if (ow == a && a < b) ow = b;
-        if (ow >= OW) break;
-        const int col = ow * sw + col0;
-        int valid[3];
-        TK_UNROLL for (int kw = 0; kw < KWC; kw++) valid[kw] = col + kw >= 0 && col + kw < W;
-        for (int n = 0; n < t->N; n++) {
-            const float *xr = t->x + (size_t)n * t->x_batch + col;
-            const float *dr = t->dy + (size_t)n * t->dy_batch + ow;
-            for (int row = 0; row < rows; row++) {
-                TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
-                    if (valid[kw]) {
-                        const float xv = xr[kw];
-                        TK_UNROLL for (int i = 0; i < NK; i++) TK_MAC(acc[i][kw], dr[i * dy_plane], xv);
-                    }
-                }
-                xr += x_row_step;
-                dr += OW;
-            }
         }
     }
     TK_UNROLL for (int i = 0; i < NK; i++) {
