@@ -83,6 +83,11 @@ def _total(graph: Graph, value: Value, contributions: dict[Value, list[Value]], 
     parts = contributions.get(value, [])
     if not parts:
         raise IRError(f"no gradient reaches %{value.name}")
+    if len(parts) > 1:
+        # `%x.grad` names the full gradient: the partial contributions give the name up to the sum.
+        for index, part in enumerate(parts):
+            if part.name == f"{value.name}.grad":
+                graph.rename(part, graph.unique_name(f"{value.name}.grad.part{index}"))
     total = parts[0]
     for index, part in enumerate(parts[1:], 1):
         name = f"{value.name}.grad" if index == len(parts) - 1 else f"{value.name}.grad.partial"
