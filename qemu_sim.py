@@ -6,9 +6,10 @@ import argparse
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def compare(reference: ReferenceRun, simulated: SimOutput, steps: int) -> dict[s
         return {"ok": False, "worst": {"tensor": "loss", "rel_err": float("inf")},
                 "reason": f"the program printed {len(simulated.losses)} of {steps} losses"}
     pairs = [(f"loss[step {i}]", np.array([r]), np.array([s]))
-             for i, (r, s) in enumerate(zip(reference.losses, simulated.losses))]
+             for i, (r, s) in enumerate(zip(reference.losses, simulated.losses, strict=False))]
     for name, ref in reference.params.items():
         if name not in simulated.params:
             return {"ok": False, "worst": {"tensor": name, "rel_err": float("inf")},

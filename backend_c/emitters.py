@@ -6,7 +6,7 @@ cores execute. Kernel prototypes are in kernels/tinyodl_kernels.h.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def emit_conv(op: Op, ctx: EmitContext) -> str:
 # -- matrix product -----------------------------------------------------------------------------
 def emit_gemm(op: Op, ctx: EmitContext) -> str:
     a = op.attrs
-    a_shape, b_shape = op.inputs[0].shape, op.inputs[1].shape
+    a_shape = op.inputs[0].shape
     m, n = op.outputs[0].shape
     k = a_shape[0] if a["trans_a"] else a_shape[1]
     kind, bias = "GEMM_BIAS_NONE", "NULL"

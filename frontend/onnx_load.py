@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
+
 from tinyodl.frontend.errors import FrontendError
 
 MIN_OPSET, MAX_OPSET = 13, 21

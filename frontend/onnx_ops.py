@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+
 from tinyodl.frontend.errors import FrontendError
 from tinyodl.frontend.onnx_load import DEFAULT_DOMAINS, tensor_array
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value

@@ -6,7 +6,7 @@ Parameters and optimizer state persist in the executor across steps; ops that mu
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -53,11 +53,11 @@ class Executor:
                 raise RuntimeError(f"{describe(op, index)}: {exc}") from exc
             if opdef.mutates:
                 written = [op.inputs[p] for p in opdef.mutates if p < len(op.inputs)]
-                for value, array in zip(written, results):
+                for value, array in zip(written, results, strict=False):
                     env[value] = _store(value, array)
                     self.persistent[value.name] = env[value]
             else:
-                for value, array in zip(op.outputs, results):
+                for value, array in zip(op.outputs, results, strict=False):
                     env[value] = _store(value, array)
         return {value.name: array for value, array in env.items()}
 

@@ -3,7 +3,8 @@
     graph @lenet {
       input %input : 1x1x28x28xf32
       param %conv1.weight : 6x1x5x5xf32 trainable
-      %y = conv2d(%input, %conv1.weight) {group = 1, pads = [2, 2, 2, 2], strides = [1, 1]} : act<1x6x28x28xf32> forward "Conv_0"
+      %y = conv2d(%input, %conv1.weight) {group = 1, pads = [2, 2, 2, 2], strides = [1, 1]}
+          : act<1x6x28x28xf32> forward "Conv_0"        (one line in the real format)
       sgd_update(%conv1.weight, %y.grad) {lr = 0.01, ...} update "Conv_0"
       return %loss
     }
@@ -15,7 +16,8 @@ import enum
 import json
 import math
 import re
-from typing import Iterator, TypeVar
+from collections.abc import Iterator
+from typing import TypeVar
 
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value
 from tinyodl.ir.types import DType, Layout, Phase, Role, TensorType

@@ -51,7 +51,7 @@ def verify_graph(graph: Graph) -> None:
             raise IRError(f"{where}: {exc}") from None
         if len(expected) != len(op.outputs):
             raise IRError(f"{where}: has {len(op.outputs)} results, {op.type} produces {len(expected)}")
-        for value, want in zip(op.outputs, expected):
+        for value, want in zip(op.outputs, expected, strict=False):
             if (value.shape, value.dtype) != (want.shape, want.dtype):
                 raise IRError(f"{where}: result %{value.name} declared {value.type}, inferred {want}")
             if value.name in names:

@@ -8,7 +8,7 @@ times are summed with `add` ops once all its uses have been differentiated.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value
 from tinyodl.ir.registry import IRError, infer_types, lookup
@@ -71,7 +71,7 @@ def differentiate(graph: Graph, loss: Value) -> dict[Value, Value]:
         # Rules read attributes by key; an op may leave defaulted attributes out, so fill them in.
         complete = dataclasses.replace(op, attrs=lookup(op.type).with_defaults(op.attrs))
         grads = rule(builder, complete, out_grads, wants)
-        for value, grad, want in zip(op.inputs, grads, wants):
+        for value, grad, want in zip(op.inputs, grads, wants, strict=False):
             if want and grad is not None:
                 if grad in builder.emitted and grad.name.startswith(builder.forward.outputs[0].name + "."):
                     graph.rename(grad, graph.unique_name(f"{value.name}.grad"))

@@ -41,7 +41,7 @@ def fold_constants(graph: Graph) -> bool:
             continue
         results = opdef.reference([graph.initial[v.name] for v in op.inputs], opdef.with_defaults(op.attrs))
         graph.remove(op)
-        for value, array in zip(op.outputs, results):
+        for value, array in zip(op.outputs, results, strict=False):
             const = graph.add_param(value.name, np.asarray(array, value.dtype.numpy), value.type, role=Role.CONST,
                                     origin=value.origin)
             graph.replace_uses(value, const)

@@ -11,8 +11,9 @@ import dataclasses
 import re
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar, TextIO
+from typing import ClassVar, TextIO
 
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.registry import IRError

@@ -183,11 +183,114 @@ static fwd_row_fn fwd_row_pick(int four_channels, int KW, int sw)
     return fwd_row_1_0_0;
 }
 
-void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, const conv2d_params_t *p)
+/* One depthwise output pixel over kernel columns [KLO, KHI) of NKH rows. */
+TK_INLINE float dw_pixel(const float wv[][3], const float *restrict xp, int W, float acc, const int NKH,
+                         const int KLO, const int KHI)
+{
+    TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
+        TK_UNROLL for (int kw = KLO; kw < KHI; kw++) TK_MAC(acc, wv[kh][kw], xp[kh * W + kw]);
+    }
+    return acc;
+}
+
+TK_INLINE float dw_pixel_clipped(const float wv[][3], const float *restrict xp, int W, float acc, const int NKH,
+                                 int lo, int hi)
+{
+    TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
+        TK_UNROLL for (int kw = 0; kw < 3; kw++) {
+            if (kw >= lo && kw < hi) TK_MAC(acc, wv[kh][kw], xp[kh * W + kw]);
+        }
+    }
+    return acc;
+}
+
+/* Depthwise 3x3 row (one input channel per output channel): too little work per pixel for the
+ * block machinery above, so the NKH kernel rows inside the image stay in registers for the whole
+ * output row and the pixels are a plain loop. wk is the channel's full 3x3 kernel; with FLIP it is
+ * read rotated by 180 degrees (the gradient w.r.t. the input of a stride-1 depthwise convolution is
+ * this same convolution of dy with the rotated kernel). */
+TK_INLINE void dw_fwd_row(const fwd_row_t *t, const float *wk, int kh_lo, const int NKH, const int SWC,
+                          const int FLIP)
+{
+    const int sw = SWC, a = t->ow_a, b = t->ow_b, OW = t->OW;
+    float wv[3][3];
+    TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
+        TK_UNROLL for (int kw = 0; kw < 3; kw++)
+            wv[kh][kw] = FLIP ? wk[(2 - kh_lo - kh) * 3 + 2 - kw] : wk[(kh_lo + kh) * 3 + kw];
+    }
+    const float bias = t->bias ? t->bias[0] : 0.0f;
+    const float *restrict xr = t->x - t->pl;
+    float *restrict y = t->y;
+    const int W = t->W;
+    for (int ow = 0; ow < OW; ow++) {
+        if (ow == a && a < b) {
+            for (; ow + 4 <= b; ow += 4) {
+                float acc[4] = {bias, bias, bias, bias};
+                TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
+                    TK_UNROLL for (int kw = 0; kw < 3; kw++) {
+                        TK_UNROLL for (int j = 0; j < 4; j++)
+                            TK_MAC(acc[j], wv[kh][kw], xr[kh * W + (ow + j) * sw + kw]);
+                    }
+                }
+                TK_UNROLL for (int j = 0; j < 4; j++) y[ow + j] = acc[j];
+            }
+            for (; ow < b; ow++) {
+                float acc = bias;
+                TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
+                    TK_UNROLL for (int kw = 0; kw < 3; kw++) TK_MAC(acc, wv[kh][kw], xr[kh * W + ow * sw + kw]);
+                }
+                y[ow] = acc;
+            }
+            if (ow >= OW) break;
+        }
+        /* Border pixel: the kernel columns inside the image. */
+        const int col = ow * sw - t->pl;
+        const int lo = tk_max(0, -col), hi = tk_min(3, W - col);
+        if (lo == 1 && hi == 3)
+            y[ow] = dw_pixel(wv, xr + ow * sw, W, bias, NKH, 1, 3);
+        else if (lo == 0 && hi == 2)
+            y[ow] = dw_pixel(wv, xr + ow * sw, W, bias, NKH, 0, 2);
+        else
+            y[ow] = dw_pixel_clipped(wv, xr + ow * sw, W, bias, NKH, lo, hi);
+    }
+}
+
+typedef void (*dw_row_fn)(const fwd_row_t *t, const float *wk, int kh_lo);
+
+#define DW_ROW_VARIANT(NKH, SWC, FLIP)                                                                  \
+    static void dw_fwd_row_##NKH##_##SWC##_##FLIP(const fwd_row_t *t, const float *wk, int kh_lo)      \
+    {                                                                                                   \
+        dw_fwd_row(t, wk, kh_lo, NKH, SWC, FLIP);                                                       \
+    }
+DW_ROW_VARIANT(3, 1, 0)
+DW_ROW_VARIANT(2, 1, 0)
+DW_ROW_VARIANT(1, 1, 0)
+DW_ROW_VARIANT(3, 2, 0)
+DW_ROW_VARIANT(2, 2, 0)
+DW_ROW_VARIANT(1, 2, 0)
+DW_ROW_VARIANT(3, 1, 1)
+DW_ROW_VARIANT(2, 1, 1)
+DW_ROW_VARIANT(1, 1, 1)
+
+static dw_row_fn dw_row_pick(int nkh, int sw, int flip)
+{
+    static const dw_row_fn table[2][2][3] = {
+        {{dw_fwd_row_1_1_0, dw_fwd_row_2_1_0, dw_fwd_row_3_1_0}, {dw_fwd_row_1_2_0, dw_fwd_row_2_2_0, dw_fwd_row_3_2_0}},
+        {{dw_fwd_row_1_1_1, dw_fwd_row_2_1_1, dw_fwd_row_3_1_1}, {NULL, NULL, NULL}},
+    };
+    if (nkh < 1 || nkh > 3) return NULL;
+    return table[flip][sw - 1][nkh - 1];
+}
+
+/* Forward convolution; with flip_depthwise the weights of a depthwise 3x3 are read rotated (used by
+ * the stride-1 depthwise input gradient). */
+static void conv_fwd_impl(const float *x, const float *w, const float *bias, float *y, const conv2d_params_t *p,
+                          int flip_depthwise)
 {
     const int G = p->groups, Cg = p->C / G, Kg = p->K / G;
     const int kblocks = (Kg + CONV_BLOCK - 1) / CONV_BLOCK;
     const int sh = p->stride_h, sw = p->stride_w;
+    const int depthwise3x3 = Cg == 1 && p->KH == 3 && p->KW == 3 && (sw == 1 || (sw == 2 && !flip_depthwise));
     fwd_row_t t;
     t.cin = Cg;
     t.x_plane = p->H * p->W;
@@ -222,7 +325,14 @@ void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, con
         t.w = w + ((size_t)k0 * Cg * p->KH + kh_lo) * p->KW;
         t.bias = bias ? bias + k0 : NULL;
         t.y = y + ((size_t)(n * p->K + k0) * p->OH + oh) * p->OW;
-        if (nk == CONV_BLOCK) {
+        const dw_row_fn dw_row = depthwise3x3 ? dw_row_pick(t.nkh, sw, flip_depthwise) : NULL;
+        if (dw_row) {
+            for (int i = 0; i < nk; i++) {
+                dw_row(&t, w + (size_t)(k0 + i) * 9, kh_lo);
+                t.y += t.y_plane;
+                if (t.bias) t.bias++;
+            }
+        } else if (nk == CONV_BLOCK) {
             row4(&t);
         } else {
             for (int i = 0; i < nk; i++) {
@@ -233,6 +343,11 @@ void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, con
             }
         }
     }
+}
+
+void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, const conv2d_params_t *p)
+{
+    conv_fwd_impl(x, w, bias, y, p, 0);
 }
 
 /* ============================= gradient w.r.t. the input ============================= */
@@ -432,6 +547,15 @@ static void gin_phase_setup(gin_phase_t *ph, int phase, const conv2d_params_t *p
 
 void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_params_t *p)
 {
+    if (p->groups == p->C && p->K == p->C && p->KH == 3 && p->KW == 3 && p->stride_h == 1 && p->stride_w == 1) {
+        /* Depthwise stride 1: dx is the depthwise convolution of dy with the rotated kernel. */
+        const conv2d_params_t q = {p->N, p->K, p->OH, p->OW, p->C, 3, 3, p->H, p->W, 1, 1,
+                                   2 - p->pad_top, 2 - p->pad_left, 2 - p->pad_bottom, 2 - p->pad_right, p->C};
+        if (q.pad_top >= 0 && q.pad_left >= 0) {
+            conv_fwd_impl(dy, w, NULL, dx, &q, 1);
+            return;
+        }
+    }
     const int G = p->groups, Cg = p->C / G, Kg = p->K / G;
     const int cblocks = (Cg + CONV_BLOCK - 1) / CONV_BLOCK;
     const int sh = p->stride_h, sw = p->stride_w, KH = p->KH, KW = p->KW;

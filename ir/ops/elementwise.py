@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from tinyodl.ir.graph import Op, Value
 from tinyodl.ir.ops.common import broadcast_shape, expect_float, expect_same, f
 from tinyodl.ir.ops.gemm import sum_to
-from tinyodl.ir.registry import AttrSpec, Attrs, GradBuilder, IRError, OpDef, register
+from tinyodl.ir.registry import Attrs, AttrSpec, GradBuilder, IRError, OpDef, register
 from tinyodl.ir.types import TensorType
 
 
@@ -23,7 +23,7 @@ def _infer_add(types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
 def _grad_add(b: GradBuilder, op: Op, dys: Sequence[Value | None], wants: Sequence[bool]) -> list[Value | None]:
     dy = dys[0]
     assert dy is not None
-    return [sum_to(b, dy, x.shape) if want else None for x, want in zip(op.inputs, wants)]
+    return [sum_to(b, dy, x.shape) if want else None for x, want in zip(op.inputs, wants, strict=False)]
 
 
 register(OpDef("add", _infer_add, lambda ins, a: [ins[0] + ins[1]], 2, 2, {}, _grad_add,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from tinyodl.ir.graph import Op, Value
 from tinyodl.ir.ops.common import expect_float, expect_rank, f
-from tinyodl.ir.registry import AttrSpec, Attrs, GradBuilder, IRError, OpDef, register
+from tinyodl.ir.registry import Attrs, AttrSpec, GradBuilder, IRError, OpDef, register
 from tinyodl.ir.types import TensorType
 
 GEMM_ATTRS = {
@@ -35,7 +35,7 @@ def _infer(types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
     m, n, _ = gemm_dims(a.shape, b.shape, attrs)
     if len(types) == 3:
         c = types[2].shape
-        if len(c) > 2 or any(d not in (1, full) for d, full in zip(reversed(c), (n, m))):
+        if len(c) > 2 or any(d not in (1, full) for d, full in zip(reversed(c), (n, m), strict=False)):
             raise IRError(f"gemm: C {list(c)} does not broadcast to [{m}, {n}]")
     return [f(a, (m, n))]
 

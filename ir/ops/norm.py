@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from tinyodl.ir.graph import Op, Value
 from tinyodl.ir.ops.common import expect_float, f
-from tinyodl.ir.registry import AttrSpec, Attrs, GradBuilder, IRError, OpDef, register
+from tinyodl.ir.registry import Attrs, AttrSpec, GradBuilder, IRError, OpDef, register
 from tinyodl.ir.types import TensorType
 
 EPS = {"epsilon": AttrSpec("float", 1e-5)}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from tinyodl.ir.ops.common import expect_same
-from tinyodl.ir.registry import AttrSpec, Attrs, IRError, OpDef, register
+from tinyodl.ir.registry import Attrs, AttrSpec, IRError, OpDef, register
 from tinyodl.ir.types import TensorType
 
 SGD_ATTRS = {

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from tinyodl.ir.graph import Op, Value
-from tinyodl.ir.ops.common import WINDOW_ATTRS, check_window_attrs, expect_float, expect_rank, f, window_out, windows
-from tinyodl.ir.registry import AttrSpec, Attrs, GradBuilder, IRError, OpDef, register
+from tinyodl.ir.ops.common import (
+    WINDOW_ATTRS,
+    check_window_attrs,
+    expect_float,
+    expect_rank,
+    f,
+    window_out,
+    windows,
+)
+from tinyodl.ir.registry import Attrs, AttrSpec, GradBuilder, IRError, OpDef, register
 from tinyodl.ir.types import TensorType
 
 AVG_ATTRS = {**WINDOW_ATTRS, "count_include_pad": AttrSpec("int", 0)}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from tinyodl.ir.graph import Op, Value
 from tinyodl.ir.ops.common import f
-from tinyodl.ir.registry import AttrSpec, Attrs, GradBuilder, IRError, OpDef, register
+from tinyodl.ir.registry import Attrs, AttrSpec, GradBuilder, IRError, OpDef, register
 from tinyodl.ir.types import TensorType
 
 
@@ -64,7 +64,7 @@ register(OpDef("reduce_sum", _infer_reduce, _ref_reduce, 1, 1,
 def _infer_broadcast(types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
     shape = tuple(attrs["shape"])
     x = types[0]
-    if len(x.shape) != len(shape) or any(d not in (1, s) for d, s in zip(x.shape, shape)):
+    if len(x.shape) != len(shape) or any(d not in (1, s) for d, s in zip(x.shape, shape, strict=False)):
         raise IRError(f"broadcast: cannot broadcast {x} to {list(shape)}")
     return [f(x, shape)]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import zoo as models
 
 pytestmark = pytest.mark.qemu

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+
 from tinyodl.frontend import FrontendError, import_onnx
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import Graph

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value
 from tinyodl.ir.registry import infer_types, lookup, op_macs, registered

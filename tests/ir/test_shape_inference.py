@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tinyodl.ir.registry import IRError, infer_types
 from tinyodl.ir.types import DType, TensorType
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value
 from tinyodl.ir.registry import IRError
 from tinyodl.ir.text import ParseError, parse_graph, print_graph
@@ -35,7 +36,7 @@ def assert_same_graph(a: Graph, b: Graph) -> None:
     for mine, theirs in [(a.inputs, b.inputs), (a.params, b.params), (a.state, b.state)]:
         assert [decl(v) for v in mine] == [decl(v) for v in theirs]
     assert len(a.ops) == len(b.ops)
-    for x, y in zip(a.ops, b.ops):
+    for x, y in zip(a.ops, b.ops, strict=False):
         assert (x.type, x.phase, x.node) == (y.type, y.phase, y.node)
         assert [v.name for v in x.inputs] == [v.name for v in y.inputs]
         assert [(v.name, v.role, v.type) for v in x.outputs] == [(v.name, v.role, v.type) for v in y.outputs]
@@ -49,7 +50,7 @@ def assert_same_attr(x: AttrValue, y: AttrValue) -> None:
     assert type(x) is type(y), (x, y)
     if isinstance(x, tuple):
         assert isinstance(y, tuple) and len(x) == len(y)
-        for p, q in zip(x, y):
+        for p, q in zip(x, y, strict=False):
             assert_same_attr(p, q)
     elif isinstance(x, float):
         assert isinstance(y, float)

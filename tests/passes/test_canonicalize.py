@@ -6,6 +6,7 @@ import textwrap
 
 import numpy as np
 import pytest
+
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.text import parse_graph, print_graph

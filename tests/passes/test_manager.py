@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from tinyodl.ir.graph import Graph, Op
 from tinyodl.ir.registry import IRError
 from tinyodl.ir.text import parse_graph, print_graph

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.text import parse_graph, print_graph
