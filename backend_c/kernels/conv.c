@@ -204,24 +204,25 @@ TK_INLINE float dw_pixel_clipped(const float wv[][3], const float *restrict xp, 
     return acc;
 }
 
-/* Depthwise 3x3 row (one input channel per output channel): too little work per pixel for the
- * block machinery above, so the NKH kernel rows inside the image stay in registers for the whole
- * output row and the pixels are a plain loop. wk is the channel's full 3x3 kernel; with FLIP it is
- * read rotated by 180 degrees (the gradient w.r.t. the input of a stride-1 depthwise convolution is
- * this same convolution of dy with the rotated kernel). */
-TK_INLINE void dw_fwd_row(const fwd_row_t *t, const float *wk, int kh_lo, const int NKH, const int SWC,
-                          const int FLIP)
+/* Depthwise 3x3 (one input channel per output channel): too little work per pixel for the block
+ * machinery above. A core takes a band of output rows of one channel; the 9 weights stay in registers
+ * for the whole band and each row is a plain pixel loop over the kernel rows [KHLO, KHLO + NKH)
+ * inside the image. With FLIP the kernel is read rotated by 180 degrees: the gradient w.r.t. the
+ * input of a stride-1 depthwise convolution is this same convolution of dy with the rotated kernel. */
+typedef struct {
+    const float *x;  /* x plane of the channel */
+    float *y;        /* y plane of the channel */
+    int H, W, OH, OW, sh, pt, pl, a, b;
+    float bias;
+} dw_plane_t;
+
+TK_INLINE void dw_row(const dw_plane_t *t, const float wv[][3], int oh, const int KHLO, const int NKH,
+                      const int SWC)
 {
-    const int sw = SWC, a = t->ow_a, b = t->ow_b, OW = t->OW;
-    float wv[3][3];
-    TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
-        TK_UNROLL for (int kw = 0; kw < 3; kw++)
-            wv[kh][kw] = FLIP ? wk[(2 - kh_lo - kh) * 3 + 2 - kw] : wk[(kh_lo + kh) * 3 + kw];
-    }
-    const float bias = t->bias ? t->bias[0] : 0.0f;
-    const float *restrict xr = t->x - t->pl;
-    float *restrict y = t->y;
-    const int W = t->W;
+    const int sw = SWC, a = t->a, b = t->b, OW = t->OW, W = t->W;
+    const float bias = t->bias;
+    const float *restrict xr = t->x + (oh * t->sh - t->pt + KHLO) * W - t->pl;
+    float *restrict y = t->y + oh * OW;
     for (int ow = 0; ow < OW; ow++) {
         if (ow == a && a < b) {
             for (; ow + 4 <= b; ow += 4) {
@@ -229,7 +230,7 @@ TK_INLINE void dw_fwd_row(const fwd_row_t *t, const float *wk, int kh_lo, const 
                 TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
                     TK_UNROLL for (int kw = 0; kw < 3; kw++) {
                         TK_UNROLL for (int j = 0; j < 4; j++)
-                            TK_MAC(acc[j], wv[kh][kw], xr[kh * W + (ow + j) * sw + kw]);
+                            TK_MAC(acc[j], wv[KHLO + kh][kw], xr[kh * W + (ow + j) * sw + kw]);
                     }
                 }
                 TK_UNROLL for (int j = 0; j < 4; j++) y[ow + j] = acc[j];
@@ -237,60 +238,103 @@ TK_INLINE void dw_fwd_row(const fwd_row_t *t, const float *wk, int kh_lo, const 
             for (; ow < b; ow++) {
                 float acc = bias;
                 TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
-                    TK_UNROLL for (int kw = 0; kw < 3; kw++) TK_MAC(acc, wv[kh][kw], xr[kh * W + ow * sw + kw]);
+                    TK_UNROLL for (int kw = 0; kw < 3; kw++)
+                        TK_MAC(acc, wv[KHLO + kh][kw], xr[kh * W + ow * sw + kw]);
                 }
                 y[ow] = acc;
             }
             if (ow >= OW) break;
         }
-        /* Border pixel: the kernel columns inside the image. */
+        /* Border pixel: only the kernel columns inside the image. */
         const int col = ow * sw - t->pl;
         const int lo = tk_max(0, -col), hi = tk_min(3, W - col);
-        if (lo == 1 && hi == 3)
-            y[ow] = dw_pixel(wv, xr + ow * sw, W, bias, NKH, 1, 3);
-        else if (lo == 0 && hi == 2)
-            y[ow] = dw_pixel(wv, xr + ow * sw, W, bias, NKH, 0, 2);
-        else
-            y[ow] = dw_pixel_clipped(wv, xr + ow * sw, W, bias, NKH, lo, hi);
+        float acc = bias;
+        TK_UNROLL for (int kh = 0; kh < NKH; kh++) {
+            TK_UNROLL for (int kw = 0; kw < 3; kw++) {
+                if (kw >= lo && kw < hi) TK_MAC(acc, wv[KHLO + kh][kw], xr[kh * W + ow * sw + kw]);
+            }
+        }
+        y[ow] = acc;
     }
 }
 
-typedef void (*dw_row_fn)(const fwd_row_t *t, const float *wk, int kh_lo);
-
-#define DW_ROW_VARIANT(NKH, SWC, FLIP)                                                                  \
-    static void dw_fwd_row_##NKH##_##SWC##_##FLIP(const fwd_row_t *t, const float *wk, int kh_lo)      \
-    {                                                                                                   \
-        dw_fwd_row(t, wk, kh_lo, NKH, SWC, FLIP);                                                       \
-    }
-DW_ROW_VARIANT(3, 1, 0)
-DW_ROW_VARIANT(2, 1, 0)
-DW_ROW_VARIANT(1, 1, 0)
-DW_ROW_VARIANT(3, 2, 0)
-DW_ROW_VARIANT(2, 2, 0)
-DW_ROW_VARIANT(1, 2, 0)
-DW_ROW_VARIANT(3, 1, 1)
-DW_ROW_VARIANT(2, 1, 1)
-DW_ROW_VARIANT(1, 1, 1)
-
-static dw_row_fn dw_row_pick(int nkh, int sw, int flip)
+TK_INLINE void dw_band(const dw_plane_t *t, const float *wk, int oh0, int oh1, const int SWC, const int FLIP)
 {
-    static const dw_row_fn table[2][2][3] = {
-        {{dw_fwd_row_1_1_0, dw_fwd_row_2_1_0, dw_fwd_row_3_1_0}, {dw_fwd_row_1_2_0, dw_fwd_row_2_2_0, dw_fwd_row_3_2_0}},
-        {{dw_fwd_row_1_1_1, dw_fwd_row_2_1_1, dw_fwd_row_3_1_1}, {NULL, NULL, NULL}},
-    };
-    if (nkh < 1 || nkh > 3) return NULL;
-    return table[flip][sw - 1][nkh - 1];
+    float wv[3][3];
+    TK_UNROLL for (int kh = 0; kh < 3; kh++) {
+        TK_UNROLL for (int kw = 0; kw < 3; kw++) wv[kh][kw] = FLIP ? wk[(2 - kh) * 3 + 2 - kw] : wk[kh * 3 + kw];
+    }
+    for (int oh = oh0; oh < oh1; oh++) {
+        const int ih0 = oh * t->sh - t->pt;
+        const int lo = tk_max(0, -ih0), hi = tk_min(3, t->H - ih0);
+        if (lo == 0 && hi == 3)
+            dw_row(t, wv, oh, 0, 3, SWC);
+        else if (lo == 1 && hi == 3)
+            dw_row(t, wv, oh, 1, 2, SWC);
+        else if (lo == 0 && hi == 2)
+            dw_row(t, wv, oh, 0, 2, SWC);
+        else if (lo == 0 && hi == 1)
+            dw_row(t, wv, oh, 0, 1, SWC);
+        else if (lo == 1 && hi == 2)
+            dw_row(t, wv, oh, 1, 1, SWC);
+        else if (lo == 2 && hi == 3)
+            dw_row(t, wv, oh, 2, 1, SWC);
+        else
+            dw_row(t, wv, oh, 0, 0, SWC); /* no kernel row inside the image: bias only */
+    }
 }
 
-/* Forward convolution; with flip_depthwise the weights of a depthwise 3x3 are read rotated (used by
- * the stride-1 depthwise input gradient). */
+#define DW_BAND_VARIANT(SWC, FLIP)                                                                      \
+    static void dw_band_##SWC##_##FLIP(const dw_plane_t *t, const float *wk, int oh0, int oh1)         \
+    {                                                                                                   \
+        dw_band(t, wk, oh0, oh1, SWC, FLIP);                                                            \
+    }
+DW_BAND_VARIANT(1, 0)
+DW_BAND_VARIANT(2, 0)
+DW_BAND_VARIANT(1, 1)
+
+/* Depthwise 3x3 with multiplier K / C, stride (sh, 1 or 2): bands of rows of one output channel. */
+static void dw_conv3x3(const float *x, const float *w, const float *bias, float *y, const conv2d_params_t *p,
+                       int flip)
+{
+    const int mult = p->K / p->C, sw = p->stride_w;
+    void (*band)(const dw_plane_t *, const float *, int, int) =
+        flip ? dw_band_1_1 : sw == 1 ? dw_band_1_0 : dw_band_2_0;
+    dw_plane_t t;
+    t.H = p->H;
+    t.W = p->W;
+    t.OH = p->OH;
+    t.OW = p->OW;
+    t.sh = p->stride_h;
+    t.pt = p->pad_top;
+    t.pl = p->pad_left;
+    t.a = tk_min(tk_max(tk_ceil_div(p->pad_left, sw), 0), p->OW);
+    t.b = tk_min(tk_max(tk_floor_div(p->W + p->pad_left - 3, sw) + 1, t.a), p->OW);
+    int first, end;
+    rt_chunk(p->N * p->K * p->OH, &first, &end);
+    for (int item = first; item < end;) {
+        const int plane = item / p->OH, oh0 = item % p->OH;
+        const int oh1 = tk_min(p->OH, oh0 + end - item);
+        const int n = plane / p->K, k = plane % p->K;
+        t.x = x + ((size_t)n * p->C + k / mult) * p->H * p->W;
+        t.y = y + (size_t)plane * p->OH * p->OW;
+        t.bias = bias ? bias[k] : 0.0f;
+        band(&t, w + (size_t)k * 9, oh0, oh1);
+        item += oh1 - oh0;
+    }
+}
+
+/* Forward convolution; flip_depthwise (depthwise 3x3, stride 1 only) reads the kernel rotated. */
 static void conv_fwd_impl(const float *x, const float *w, const float *bias, float *y, const conv2d_params_t *p,
                           int flip_depthwise)
 {
     const int G = p->groups, Cg = p->C / G, Kg = p->K / G;
     const int kblocks = (Kg + CONV_BLOCK - 1) / CONV_BLOCK;
     const int sh = p->stride_h, sw = p->stride_w;
-    const int depthwise3x3 = Cg == 1 && p->KH == 3 && p->KW == 3 && (sw == 1 || (sw == 2 && !flip_depthwise));
+    if (Cg == 1 && p->KH == 3 && p->KW == 3 && (sw == 1 || (sw == 2 && !flip_depthwise))) {
+        dw_conv3x3(x, w, bias, y, p, flip_depthwise);
+        return;
+    }
     fwd_row_t t;
     t.cin = Cg;
     t.x_plane = p->H * p->W;
@@ -325,14 +369,7 @@ static void conv_fwd_impl(const float *x, const float *w, const float *bias, flo
         t.w = w + ((size_t)k0 * Cg * p->KH + kh_lo) * p->KW;
         t.bias = bias ? bias + k0 : NULL;
         t.y = y + ((size_t)(n * p->K + k0) * p->OH + oh) * p->OW;
-        const dw_row_fn dw_row = depthwise3x3 ? dw_row_pick(t.nkh, sw, flip_depthwise) : NULL;
-        if (dw_row) {
-            for (int i = 0; i < nk; i++) {
-                dw_row(&t, w + (size_t)(k0 + i) * 9, kh_lo);
-                t.y += t.y_plane;
-                if (t.bias) t.bias++;
-            }
-        } else if (nk == CONV_BLOCK) {
+        if (nk == CONV_BLOCK) {
             row4(&t);
         } else {
             for (int i = 0; i < nk; i++) {
