@@ -34,23 +34,13 @@ TK_INLINE void gemm_tile(float acc[][GEMM_BLOCK], const float *restrict A, int a
 }
 
 typedef struct {
-    const float *A, *B, *bias;
+    const float *A, *B;
+    const float *bias; /* bias(i, j) = bias[i * bias_si + j * bias_sj]; a zero when there is none */
     float *Y;
     int M, N, K, lda, ldb, ldy;
+    int bias_si, bias_sj;
     float alpha, beta;
-    int bias_kind;
 } gemm_ctx_t;
-
-TK_INLINE float gemm_bias_at(const gemm_ctx_t *t, int i, int j)
-{
-    switch (t->bias_kind) {
-    case GEMM_BIAS_COL: return t->bias[j];
-    case GEMM_BIAS_ROW: return t->bias[i];
-    case GEMM_BIAS_FULL: return t->bias[(size_t)i * t->N + j];
-    case GEMM_BIAS_SCALAR: return t->bias[0];
-    default: return 0.0f;
-    }
-}
 
 /* Computes and stores the MR x NR block of Y at (i0, j0). TA / TB are the transpose flags. */
 TK_INLINE void gemm_block(const gemm_ctx_t *t, int i0, int j0, const int MR, const int NR, const int TA,
@@ -62,39 +52,52 @@ TK_INLINE void gemm_block(const gemm_ctx_t *t, int i0, int j0, const int MR, con
     float acc[GEMM_BLOCK][GEMM_BLOCK];
     gemm_tile(acc, A, TA ? 1 : lda, TA ? lda : 1, B, TB ? 1 : ldb, TB ? ldb : 1, t->K, MR, NR);
     float *Y = t->Y + (size_t)i0 * t->ldy + j0;
+    const float *bias = t->bias + i0 * t->bias_si + j0 * t->bias_sj;
     TK_UNROLL for (int i = 0; i < MR; i++) {
         TK_UNROLL for (int j = 0; j < NR; j++) {
             float v = t->alpha * acc[i][j];
-            if (t->bias_kind != GEMM_BIAS_NONE) TK_MAC(v, t->beta, gemm_bias_at(t, i0 + i, j0 + j));
+            TK_MAC(v, t->beta, bias[i * t->bias_si + j * t->bias_sj]);
             Y[(size_t)i * t->ldy + j] = v;
         }
     }
 }
 
-/* One 4x4 block position of Y, possibly cut by the matrix edge. */
-TK_INLINE void gemm_block_at(const gemm_ctx_t *t, int i0, int j0, const int TA, const int TB)
+/* The columns [j0, j0 + cols) of an MR-row strip, in pieces of 4, 2 and 1 columns. */
+TK_INLINE void gemm_strip(const gemm_ctx_t *t, int i0, int j0, int cols, const int MR, const int TA, const int TB)
 {
-    const int rows = tk_min(GEMM_BLOCK, t->M - i0), cols = tk_min(GEMM_BLOCK, t->N - j0);
-    if (rows == GEMM_BLOCK) {
-        if (cols == GEMM_BLOCK)
-            gemm_block(t, i0, j0, 4, 4, TA, TB);
-        else
-            for (int j = 0; j < cols; j++) gemm_block(t, i0, j0 + j, 4, 1, TA, TB);
-    } else {
-        for (int i = 0; i < rows; i++) {
-            if (cols == GEMM_BLOCK)
-                gemm_block(t, i0 + i, j0, 1, 4, TA, TB);
-            else
-                for (int j = 0; j < cols; j++) gemm_block(t, i0 + i, j0 + j, 1, 1, TA, TB);
-        }
+    int j = 0;
+    if (cols == GEMM_BLOCK) {
+        gemm_block(t, i0, j0, MR, 4, TA, TB);
+        return;
     }
+    if (cols >= 2) {
+        gemm_block(t, i0, j0, MR, 2, TA, TB);
+        j = 2;
+    }
+    if (j < cols) gemm_block(t, i0, j0 + j, MR, 1, TA, TB);
+}
+
+/* One 4x4 block position of Y, possibly cut by the matrix edge into 4/2/1-row and -column pieces. */
+TK_INLINE void gemm_block_at(const gemm_ctx_t *t, int i0, int j0, int width, const int TA, const int TB)
+{
+    const int rows = tk_min(GEMM_BLOCK, t->M - i0), cols = tk_min(width, t->N - j0);
+    if (rows == GEMM_BLOCK) {
+        gemm_strip(t, i0, j0, cols, 4, TA, TB);
+        return;
+    }
+    int i = 0;
+    if (rows >= 2) {
+        gemm_strip(t, i0, j0, cols, 2, TA, TB);
+        i = 2;
+    }
+    if (i < rows) gemm_strip(t, i0 + i, j0, cols, 1, TA, TB);
 }
 
 #define GEMM_VARIANT(TA, TB)                                                                            \
-    static void gemm_blocks_##TA##TB(const gemm_ctx_t *t, int first, int end, int nblocks)             \
+    static void gemm_blocks_##TA##TB(const gemm_ctx_t *t, int first, int end, int col_blocks, int width)  \
     {                                                                                                   \
         for (int b = first; b < end; b++)                                                               \
-            gemm_block_at(t, b / nblocks * GEMM_BLOCK, b % nblocks * GEMM_BLOCK, TA, TB);               \
+            gemm_block_at(t, b / col_blocks * GEMM_BLOCK, b % col_blocks * width, width, TA, TB);       \
     }
 GEMM_VARIANT(0, 0)
 GEMM_VARIANT(0, 1)
@@ -103,10 +106,10 @@ GEMM_VARIANT(1, 1)
 
 void gemm(const float *A, const float *B, const float *bias, float *Y, const gemm_params_t *p)
 {
+    static const float no_bias = 0.0f;
     gemm_ctx_t t;
     t.A = A;
     t.B = B;
-    t.bias = bias;
     t.Y = Y;
     t.M = p->M;
     t.N = p->N;
@@ -116,15 +119,26 @@ void gemm(const float *A, const float *B, const float *bias, float *Y, const gem
     t.ldy = p->ldy ? p->ldy : p->N;
     t.alpha = p->alpha;
     t.beta = p->beta;
-    t.bias_kind = bias ? p->bias_kind : GEMM_BIAS_NONE;
-    const int col_blocks = (p->N + GEMM_BLOCK - 1) / GEMM_BLOCK;
+    t.bias = bias;
+    t.bias_si = t.bias_sj = 0;
+    switch (bias ? p->bias_kind : GEMM_BIAS_NONE) {
+    case GEMM_BIAS_COL: t.bias_sj = 1; break;
+    case GEMM_BIAS_ROW: t.bias_si = 1; break;
+    case GEMM_BIAS_FULL: t.bias_si = p->N; t.bias_sj = 1; break;
+    case GEMM_BIAS_SCALAR: break;
+    default: t.bias = &no_bias; t.beta = 0.0f; break;
+    }
     const int row_blocks = (p->M + GEMM_BLOCK - 1) / GEMM_BLOCK;
+    /* Small products: blocks 2 columns wide, so that more cores get a share. */
+    int width = GEMM_BLOCK;
+    if (row_blocks * ((p->N + GEMM_BLOCK - 1) / GEMM_BLOCK) < 2 * rt_num_cores()) width = 2;
+    const int col_blocks = (p->N + width - 1) / width;
     int first, end;
     rt_chunk(row_blocks * col_blocks, &first, &end);
     if (p->trans_a)
-        (p->trans_b ? gemm_blocks_11 : gemm_blocks_10)(&t, first, end, col_blocks);
+        (p->trans_b ? gemm_blocks_11 : gemm_blocks_10)(&t, first, end, col_blocks, width);
     else
-        (p->trans_b ? gemm_blocks_01 : gemm_blocks_00)(&t, first, end, col_blocks);
+        (p->trans_b ? gemm_blocks_01 : gemm_blocks_00)(&t, first, end, col_blocks, width);
 }
 
 void col_sum(const float *dy, float *out, int M, int N, float scale)
