@@ -85,7 +85,7 @@ class KernelLib:
 
     def run(self, name: str, cores: int, *args) -> None:
         packed = (Arg * max(len(args), 1))()
-        for slot, value in zip(packed, args):
+        for slot, value in zip(packed, args, strict=False):
             if value is None:
                 slot.p = None
             elif isinstance(value, Guarded):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from kernel_host import CORE_COUNTS, ConvParams, GemmParams, KernelLib, PoolParams, build
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a host C compiler")
@@ -34,12 +33,12 @@ def check_all_cores(run, reference) -> None:
     first = None
     for cores in CORE_COUNTS:
         outs = run(cores)
-        for got, want in zip(outs, reference):
+        for got, want in zip(outs, reference, strict=True):
             np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{cores} cores")
         if first is None:
             first = outs
         else:
-            for got, base in zip(outs, first):
+            for got, base in zip(outs, first, strict=True):
                 assert np.array_equal(got, base, equal_nan=True), f"{cores} cores differ from 1 core"
 
 
