@@ -582,8 +582,94 @@ static void gin_phase_setup(gin_phase_t *ph, int phase, const conv2d_params_t *p
     ph->m_b = tk_min(tk_max(p->OW - ph->base, ph->m_a), ph->M);
 }
 
+/* Depthwise 3x3 stride 2 input gradient (multiplier 1). Pixel m of column phase b (iw = b + 2m) of
+ * row ih gathers from at most 2 dy rows x 2 dy columns, with a sub-kernel fixed for the whole
+ * (row, phase): ws[i][t] multiplies dy row dr[i] at column m + base - t. */
+TK_INLINE float dw_gin_pixel(const float *const dr[2], const float ws[][2], int col, const int NKH, const int NKW)
+{
+    float acc = 0.0f;
+    TK_UNROLL for (int i = 0; i < NKH; i++) {
+        TK_UNROLL for (int t = 0; t < NKW; t++) TK_MAC(acc, ws[i][t], dr[i][col - t]);
+    }
+    return acc;
+}
+
+TK_INLINE void dw_gin_phase(const float *const dr[2], const float ws[][2], float *restrict dxr, int M, int base,
+                            int OW, const int NKH, const int NKW)
+{
+    const int a = tk_min(tk_max(0, NKW - 1 - base), M), b = tk_min(tk_max(OW - base, a), M);
+    for (int m = 0; m < M; m++) {
+        if (m == a && a < b) {
+            for (; m + 4 <= b; m += 4) {
+                TK_UNROLL for (int j = 0; j < 4; j++) dxr[2 * (m + j)] = dw_gin_pixel(dr, ws, m + j + base, NKH, NKW);
+            }
+            for (; m < b; m++) dxr[2 * m] = dw_gin_pixel(dr, ws, m + base, NKH, NKW);
+            if (m >= M) break;
+        }
+        float acc = 0.0f;
+        const int col = m + base;
+        for (int i = 0; i < NKH; i++)
+            for (int t = 0; t < NKW; t++)
+                if (col - t >= 0 && col - t < OW) TK_MAC(acc, ws[i][t], dr[i][col - t]);
+        dxr[2 * m] = acc;
+    }
+}
+
+typedef void (*dw_gin_fn)(const float *const dr[2], const float ws[][2], float *dxr, int M, int base, int OW);
+
+#define DW_GIN_VARIANT(NKH, NKW)                                                                        \
+    static void dw_gin_phase_##NKH##_##NKW(const float *const dr[2], const float ws[][2], float *dxr, int M, \
+                                           int base, int OW)                                            \
+    {                                                                                                   \
+        dw_gin_phase(dr, ws, dxr, M, base, OW, NKH, NKW);                                               \
+    }
+DW_GIN_VARIANT(1, 1)
+DW_GIN_VARIANT(1, 2)
+DW_GIN_VARIANT(2, 1)
+DW_GIN_VARIANT(2, 2)
+
+static void dw_grad_input_s2(const float *dy, const float *w, float *dx, const conv2d_params_t *p)
+{
+    static const dw_gin_fn phase_fn[2][2] = {{dw_gin_phase_1_1, dw_gin_phase_1_2}, {dw_gin_phase_2_1, dw_gin_phase_2_2}};
+    int first, end;
+    rt_chunk(p->N * p->C * p->H, &first, &end);
+    for (int item = first; item < end; item++) {
+        const int ih = item % p->H, plane = item / p->H, c = plane % p->C;
+        const float *wk = w + (size_t)c * 9;
+        const float *dyp = dy + (size_t)plane * p->OH * p->OW;
+        float *dxr = dx + (size_t)item * p->W;
+        /* Kernel rows reaching this row: kh = r - 2*oh with 0 <= oh < OH. */
+        const int r = ih + p->pad_top;
+        const float *dr[2] = {dyp, dyp};
+        int khs[2], nkh = 0;
+        for (int kh = r % 2; kh < 3; kh += 2) {
+            const int oh = (r - kh) / 2;
+            if (kh <= r && oh < p->OH) {
+                dr[nkh] = dyp + (size_t)oh * p->OW;
+                khs[nkh++] = kh;
+            }
+        }
+        for (int b = 0; b < 2 && b < p->W; b++) {
+            const int q = b + p->pad_left, kw0 = q % 2, nkw = kw0 == 0 ? 2 : 1;
+            const int M = (p->W - b + 1) / 2;
+            if (nkh == 0) {
+                for (int m = 0; m < M; m++) dxr[b + 2 * m] = 0.0f;
+                continue;
+            }
+            float ws[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+            for (int i = 0; i < nkh; i++)
+                for (int t = 0; t < nkw; t++) ws[i][t] = wk[khs[i] * 3 + kw0 + 2 * t];
+            phase_fn[nkh - 1][nkw - 1](dr, ws, dxr + b, M, (q - kw0) / 2, p->OW);
+        }
+    }
+}
+
 void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_params_t *p)
 {
+    if (p->groups == p->C && p->K == p->C && p->KH == 3 && p->KW == 3 && p->stride_h == 2 && p->stride_w == 2) {
+        dw_grad_input_s2(dy, w, dx, p);
+        return;
+    }
     if (p->groups == p->C && p->K == p->C && p->KH == 3 && p->KW == 3 && p->stride_h == 1 && p->stride_w == 1) {
         /* Depthwise stride 1: dx is the depthwise convolution of dy with the rotated kernel. */
         const conv2d_params_t q = {p->N, p->K, p->OH, p->OW, p->C, 3, 3, p->H, p->W, 1, 1,

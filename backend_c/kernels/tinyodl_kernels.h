@@ -36,14 +36,16 @@ typedef struct {
     int groups;
 } conv2d_params_t;
 
-/* y = conv(x, w) + bias (bias [K] or NULL). Split over (n, group, 4-channel block, output row). */
+/* y = conv(x, w) + bias (bias [K] or NULL). Split over (n, group, 4-channel block, output row);
+ * depthwise 3x3: over (n, channel, output row), a core's consecutive rows of a channel as one band. */
 void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, const conv2d_params_t *p);
 /* dx [N, C, H, W] = gradient of the convolution w.r.t. x given dy [N, K, OH, OW].
- * Split over (n, group, 4-channel block, input row). */
+ * Split over (n, group, 4-channel block, input row); depthwise 3x3: over (n, channel, input row). */
 void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_params_t *p);
 /* dw [K, C/groups, KH, KW] = gradient w.r.t. w, summed over the batch.
- * Split over (group, 4-output-channel block, input channel, kernel row); each core reduces over the
- * batch and all output pixels itself (no atomics, no barrier). */
+ * Split over (group, 4-output-channel block, input channel, kernel row), for 1x1 kernels over
+ * (group, 4-output-channel block, 4-input-channel block); each core reduces over the batch and all
+ * output pixels itself (no atomics, no barrier). */
 void conv2d_grad_weight(const float *x, const float *dy, float *dw, const conv2d_params_t *p);
 /* out[k] = sum over n and the plane of dy[n, k, :] (bias gradient of conv, batch norm beta).
  * Split over k. */
