@@ -7,6 +7,7 @@ instruction counter in ``runtime/plugin`` (built by ``runtime/setup.sh``).
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import os
 import re
@@ -281,16 +282,64 @@ def compile_and_link(
     return out_elf
 
 
-def build(project_dir: Path, target: str = "all") -> Path:
-    """Runs ``make <target>`` in a generated project and returns the newest ELF it holds."""
+def build(project_dir: Path, target: str = "all", cache: bool = True) -> Path:
+    """Runs ``make <target>`` in a generated project and returns the newest ELF it holds.
+
+    Objects of the model-independent sources (kernels/, runtime/) are cached in TINYODL_HOME, keyed by
+    the exact compile command and the contents of the source and of every header it may include, so
+    repeated builds compile only the model's own files.
+    """
     project_dir = Path(project_dir)
     if _which("make") is None:
         raise ToolchainError("make not found: apt-get install make")
-    _run_tool(["make", "-C", str(project_dir), target])
+    planned = _planned_compiles(project_dir, target) if cache else {}
+    cache_dir = tinyodl_home() / "objcache"
+    for obj, key in planned.items():
+        cached = cache_dir / f"{key}.o"
+        if cached.is_file():
+            (project_dir / obj).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached, project_dir / obj)
+    _run_tool(["make", "-C", str(project_dir), f"-j{os.cpu_count() or 1}", target])
+    for obj, key in planned.items():
+        _store_atomic(project_dir / obj, cache_dir / f"{key}.o")
     elves = sorted(project_dir.rglob("*.elf"), key=lambda path: path.stat().st_mtime, reverse=True)
     if not elves:
         raise BuildError(f"make {target} in {project_dir} produced no .elf file", "")
     return elves[0]
+
+
+_COMPILE_LINE = re.compile(r"\s-c\s+-o\s+(?P<obj>\S+\.o)\s+(?P<src>(?:kernels|runtime)/\S+\.[cS])\s*$")
+
+
+def _planned_compiles(project_dir: Path, target: str) -> dict[str, str]:
+    """Object -> cache key for each cacheable compile that `make` would run."""
+    dry = subprocess.run(["make", "-n", "-C", str(project_dir), target], capture_output=True, text=True,
+                         check=False)
+    if dry.returncode != 0:
+        return {}
+    headers = b"".join(path.name.encode() + path.read_bytes()
+                       for folder in ("kernels", "runtime") for path in sorted((project_dir / folder).glob("*.h")))
+    planned = {}
+    for line in dry.stdout.splitlines():
+        match = _COMPILE_LINE.search(line)
+        if match is None or not (project_dir / match["src"]).is_file():
+            continue
+        digest = hashlib.sha256(line.encode() + b"\0" + (project_dir / match["src"]).read_bytes() + b"\0" + headers)
+        planned[match["obj"]] = digest.hexdigest()
+    return planned
+
+
+def _store_atomic(source: Path, destination: Path) -> None:
+    if not source.is_file() or destination.is_file():
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=destination.parent, suffix=".tmp")
+    os.close(handle)
+    try:
+        shutil.copyfile(source, temp)
+        os.replace(temp, destination)
+    except OSError:
+        Path(temp).unlink(missing_ok=True)
 
 
 def memory_usage(elf: Path, toolchain: Toolchain | None = None) -> MemoryUsage:
