@@ -133,6 +133,10 @@ CONV_CASES = {
     "stride3_no_pad": (1, 3, 10, 10, 4, 3, 3, 3, 3, 0, 0, 0, 0, 1),
     "pad_beyond_kernel": (1, 2, 4, 4, 3, 3, 3, 1, 1, 3, 3, 3, 3, 1),
     "wide_row": (1, 4, 3, 37, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    # DS-CNN (MLPerf Tiny keyword spotting): 10x4 stem on the 49x10 MFCC map, depthwise on 25x5
+    "dscnn_stem": (1, 1, 49, 10, 64, 10, 4, 2, 2, 4, 1, 5, 1, 1),
+    "dscnn_depthwise": (1, 16, 25, 5, 16, 3, 3, 1, 1, 1, 1, 1, 1, 16),
+    "dscnn_depthwise_batch2": (2, 3, 7, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3),
 }
 
 
@@ -157,6 +161,19 @@ def run_conv_case(lib: KernelLib, p: ConvParams, seed: int, with_bias: bool = Tr
 @pytest.mark.parametrize("name", sorted(CONV_CASES))
 def test_conv(lib, name):
     run_conv_case(lib, make_conv(*CONV_CASES[name]), seed=len(name), with_bias=name != "5x5")
+
+
+@pytest.mark.parametrize("width", range(1, 13))
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("pads", [(0, 0), (1, 1), (2, 0), (0, 2), (2, 2)])
+def test_depthwise_widths(lib, width, stride, pads):
+    """Depthwise 3x3 cuts rows into strips whose border pixels lose kernel columns: every width up to
+    a few strips, with left / right pads that cut off nothing, one or two kernel columns."""
+    pl, pr = pads
+    if width + pl + pr < 3:
+        return
+    p = make_conv(1, 2, 4, width, 2, 3, 3, stride, stride, 1, pl, 1, pr, 2)
+    run_conv_case(lib, p, seed=width * 100 + stride * 10 + pl + 3 * pr)
 
 
 def test_conv_references_are_adjoint():

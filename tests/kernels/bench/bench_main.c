@@ -1,4 +1,4 @@
-/* Instruction counts of the kernels on ResNet8-like layers, one hart playing each core in turn.
+/* Instruction counts of the kernels on ResNet8 and DS-CNN layers, one hart playing each core in turn.
  * Under `-icount shift=0,sleep=off` with a single hart, minstret counts exactly this hart's
  * instructions. Prints one line per (case, phase, core count, core):
  *     R <case> <phase> <cores> <core> <instructions> <macs of the whole call> */
@@ -45,21 +45,29 @@ static void fill(float *p, int n, unsigned seed)
 
 typedef struct {
     const char *name;
-    int C, H, K, KH, stride, pad, groups;
+    int C, H, W, K, KH, KW, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, groups;
 } conv_case_t;
 
+/* Square image and kernel, equal strides, the same pad on every side. */
+#define SQUARE(name, C, H, K, KH, stride, pad, groups) {name, C, H, H, K, KH, KH, stride, stride, pad, pad, pad, pad, groups}
+
 static const conv_case_t conv_cases[] = {
-    {"conv3x3_c3_k16_32x32_s1", 3, 32, 16, 3, 1, 1, 1},
-    {"conv3x3_c16_k16_32x32_s1", 16, 32, 16, 3, 1, 1, 1},
-    {"conv3x3_c16_k32_32x32_s2", 16, 32, 32, 3, 2, 1, 1},
-    {"conv3x3_c32_k32_16x16_s1", 32, 16, 32, 3, 1, 1, 1},
-    {"conv3x3_c32_k64_16x16_s2", 32, 16, 64, 3, 2, 1, 1},
-    {"conv3x3_c64_k64_8x8_s1", 64, 8, 64, 3, 1, 1, 1},
-    {"conv1x1_c16_k32_32x32_s2", 16, 32, 32, 1, 2, 0, 1},
-    {"conv1x1_c32_k64_16x16_s2", 32, 16, 64, 1, 2, 0, 1},
-    {"conv1x1_c32_k32_16x16_s1", 32, 16, 32, 1, 1, 0, 1},
-    {"dw3x3_c32_16x16_s1", 32, 16, 32, 3, 1, 1, 32},
-    {"dw3x3_c64_16x16_s2", 64, 16, 64, 3, 2, 1, 64},
+    /* ResNet8 */
+    SQUARE("conv3x3_c3_k16_32x32_s1", 3, 32, 16, 3, 1, 1, 1),
+    SQUARE("conv3x3_c16_k16_32x32_s1", 16, 32, 16, 3, 1, 1, 1),
+    SQUARE("conv3x3_c16_k32_32x32_s2", 16, 32, 32, 3, 2, 1, 1),
+    SQUARE("conv3x3_c32_k32_16x16_s1", 32, 16, 32, 3, 1, 1, 1),
+    SQUARE("conv3x3_c32_k64_16x16_s2", 32, 16, 64, 3, 2, 1, 1),
+    SQUARE("conv3x3_c64_k64_8x8_s1", 64, 8, 64, 3, 1, 1, 1),
+    SQUARE("conv1x1_c16_k32_32x32_s2", 16, 32, 32, 1, 2, 0, 1),
+    SQUARE("conv1x1_c32_k64_16x16_s2", 32, 16, 64, 1, 2, 0, 1),
+    SQUARE("conv1x1_c32_k32_16x16_s1", 32, 16, 32, 1, 1, 0, 1),
+    SQUARE("dw3x3_c32_16x16_s1", 32, 16, 32, 3, 1, 1, 32),
+    SQUARE("dw3x3_c64_16x16_s2", 64, 16, 64, 3, 2, 1, 64),
+    /* DS-CNN (MLPerf Tiny keyword spotting): 49x10 MFCC input, 10x4 stem, 25x5 feature maps */
+    {"dscnn_stem10x4_c1_k64_s2", 1, 49, 10, 64, 10, 4, 2, 2, 4, 1, 5, 1, 1},
+    {"dscnn_dw3x3_c64_25x5", 64, 25, 5, 64, 3, 3, 1, 1, 1, 1, 1, 1, 64},
+    {"dscnn_pw1x1_c64_k64_25x5", 64, 25, 5, 64, 1, 1, 1, 1, 0, 0, 0, 0, 1},
 };
 
 typedef struct {
@@ -99,13 +107,20 @@ static void bench_conv(const conv_case_t *c)
     conv2d_params_t p;
     p.N = BENCH_N;
     p.C = c->C;
-    p.H = p.W = c->H;
+    p.H = c->H;
+    p.W = c->W;
     p.K = c->K;
-    p.KH = p.KW = c->KH;
-    p.stride_h = p.stride_w = c->stride;
-    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = c->pad;
+    p.KH = c->KH;
+    p.KW = c->KW;
+    p.stride_h = c->stride_h;
+    p.stride_w = c->stride_w;
+    p.pad_top = c->pad_top;
+    p.pad_left = c->pad_left;
+    p.pad_bottom = c->pad_bottom;
+    p.pad_right = c->pad_right;
     p.groups = c->groups;
-    p.OH = p.OW = (c->H + 2 * c->pad - c->KH) / c->stride + 1;
+    p.OH = (c->H + c->pad_top + c->pad_bottom - c->KH) / c->stride_h + 1;
+    p.OW = (c->W + c->pad_left + c->pad_right - c->KW) / c->stride_w + 1;
     const unsigned macs = (unsigned)(p.N * p.K * p.OH * p.OW * (p.C / p.groups) * p.KH * p.KW);
     fill(buf_x, p.N * p.C * p.H * p.W, 1);
     fill(buf_w, p.K * (p.C / p.groups) * p.KH * p.KW, 2);
