@@ -28,6 +28,7 @@ KERNEL_FILES = ("conv.c", "linear.c", "pool.c", "elementwise.c", "norm.c", "loss
 _PREFIX = {Role.INPUT: "in_", Role.PARAM: "p_", Role.CONST: "c_", Role.STATE: "s_", Role.ACT: "a_",
            Role.GRAD: "g_", Role.LOSS: "a_"}
 STACK_BYTES = 16 * 1024
+PROJECT_MARKERS = ("regions.json", "Makefile", "src/network.c")  # what tells an earlier project apart
 
 
 def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
@@ -152,12 +153,20 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     return program, files
 
 
+def _check_replaceable(out_dir: Path) -> None:
+    """The output directory is replaced as a whole: only an empty one or an earlier project may go."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not all(
+            (out_dir / marker).is_file() for marker in PROJECT_MARKERS):
+        raise UserError(f"{out_dir}: exists and is not a tinyodl project (choose a new or empty directory)")
+
+
 def write_project(graph: Graph, batches, options: TrainingOptions, out_dir: Path) -> Program:  # type: ignore[no-untyped-def]
     steps = batches.steps if hasattr(batches, "steps") else batches
     program, files = render_project(graph, steps, options)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a directory")
+    out_dir = Path(out_dir).resolve()  # "." or ".." cannot be renamed, their resolved paths can
+    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
