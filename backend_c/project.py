@@ -162,6 +162,13 @@ def _check_replaceable(out_dir: Path) -> None:
         raise UserError(f"{out_dir}: exists and is not a tinyodl project (choose a new or empty directory)")
 
 
+def _chmod_like_mkdir(path: Path) -> None:
+    """mkdtemp makes a private (0700) directory; the project should be as readable as any other."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+
+
 def write_project(graph: Graph, batches, options: TrainingOptions, out_dir: Path) -> Program:  # type: ignore[no-untyped-def]
     steps = batches.steps if hasattr(batches, "steps") else batches
     program, files = render_project(graph, steps, options)
@@ -170,6 +177,7 @@ def write_project(graph: Graph, batches, options: TrainingOptions, out_dir: Path
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        _chmod_like_mkdir(staging)
         for relative, text in sorted(files.items()):
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)

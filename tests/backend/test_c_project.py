@@ -46,3 +46,10 @@ def test_output_directory_given_as_dot(tmp_path: Path, monkeypatch: pytest.Monke
     _mlp_project(Path("."))
     assert (out / "regions.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+def test_project_directory_gets_the_usual_permissions(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _mlp_project(tmp_path / "build")
+    assert (tmp_path / "build").stat().st_mode == plain.stat().st_mode
