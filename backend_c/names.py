@@ -19,18 +19,25 @@ class SymbolTable:
     def __init__(self, reserved: set[str] | frozenset[str] = frozenset()) -> None:
         self.used: set[str] = set(C_KEYWORDS) | set(reserved)
 
-    def make(self, name: str, prefix: str = "") -> str:
+    def make(self, name: str, prefix: str = "", suffixes: tuple[str, ...] = ()) -> str:
+        """A fresh identifier; `suffixes` are companions the templates derive from it (`x` -> `x_init`),
+        reserved with it so that no other name can take them."""
         base = prefix + re.sub(r"[^A-Za-z0-9_]", "_", name.encode("ascii", "replace").decode())
         base = re.sub(r"_+", "_", base).strip("_") or "v"
         if base[0].isdigit():
             base = "v_" + base
         base = base[:60]
         candidate, index = base, 1
-        while candidate in self.used or candidate.startswith("__") or candidate.startswith("rt_"):
+        while self._taken(candidate, suffixes):
             candidate = f"{base}_{index}"
             index += 1
-        self.used.add(candidate)
+        self.used.update([candidate] + [candidate + suffix for suffix in suffixes])
         return candidate
+
+    def _taken(self, candidate: str, suffixes: tuple[str, ...]) -> bool:
+        if candidate.startswith("__") or candidate.startswith("rt_"):
+            return True
+        return any(name in self.used for name in [candidate] + [candidate + suffix for suffix in suffixes])
 
 
 def comment_text(text: str) -> str:

@@ -28,6 +28,7 @@ KERNEL_FILES = ("conv.c", "linear.c", "pool.c", "elementwise.c", "norm.c", "loss
 _PREFIX = {Role.INPUT: "in_", Role.PARAM: "p_", Role.CONST: "c_", Role.STATE: "s_", Role.ACT: "a_",
            Role.GRAD: "g_", Role.LOSS: "a_"}
 STACK_BYTES = 16 * 1024
+DERIVED_SUFFIXES = ("_init", "_data")  # the templates' companions of a buffer: its initial values, its batches
 PROJECT_MARKERS = ("regions.json", "Makefile", "src/network.c")  # what tells an earlier project apart
 
 
@@ -37,8 +38,8 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
 
     def add(value: Value, kind: str, init: str = "") -> Buffer:
         ctype = "float" if value.dtype.is_float else "int"
-        buffer = Buffer(symbols.make(value.name, _PREFIX[value.role]), ctype, value.type.numel, kind, value.name,
-                        init=init)
+        symbol = symbols.make(value.name, _PREFIX[value.role], DERIVED_SUFFIXES)
+        buffer = Buffer(symbol, ctype, value.type.numel, kind, value.name, init=init)
         buffers[value] = buffer
         return buffer
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from tinyodl.backend_c.project import write_project
 from tinyodl.driver import TrainingOptions, UserError, build_training_graph
@@ -53,3 +58,29 @@ def test_project_directory_gets_the_usual_permissions(tmp_path: Path) -> None:
     plain.mkdir()
     _mlp_project(tmp_path / "build")
     assert (tmp_path / "build").stat().st_mode == plain.stat().st_mode
+
+
+def _colliding_names_model(path: Path) -> Path:
+    """Names whose C identifiers meet the templates' derived ones: x / x_data, w / w_init."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "w", "w_init"], ["y"], name="g", transB=1),
+             helper.make_node("Add", ["y", "x_data"], ["out"], name="a")]
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("w_init", (4,)), ("w", (4, 5)))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x_data", TensorProto.FLOAT, [2, 4]),
+                                           helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a host C compiler for -fsyntax-only")
+def test_names_that_meet_derived_identifiers_compile(tmp_path: Path) -> None:
+    options = TrainingOptions(loss="mse")
+    graph = build_training_graph(_colliding_names_model(tmp_path / "collide.onnx"), options)
+    out = tmp_path / "build"
+    write_project(graph, load_batches(graph, None, 1), options, out)
+    for source in ("src/network.c", "src/main.c"):
+        result = subprocess.run(["gcc", "-fsyntax-only", "-std=gnu11", "-DRT_NUM_CORES=8", "-DRT_STACK_BYTES=16384",
+                                 "-Iruntime", "-Ikernels", "-Isrc", source], cwd=out, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
