@@ -84,3 +84,11 @@ def test_names_that_meet_derived_identifiers_compile(tmp_path: Path) -> None:
         result = subprocess.run(["gcc", "-fsyntax-only", "-std=gnu11", "-DRT_NUM_CORES=8", "-DRT_STACK_BYTES=16384",
                                  "-Iruntime", "-Ikernels", "-Isrc", source], cwd=out, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_run_passes_the_plugin_and_its_output_file(tmp_path: Path) -> None:
+    _mlp_project(tmp_path / "build")
+    result = subprocess.run(["make", "-n", "run", "PLUGIN=/opt/insn.so", "COUNTS=/tmp/counts.json"],
+                            cwd=tmp_path / "build", capture_output=True, text=True)
+    assert "-plugin file=/opt/insn.so,out=/tmp/counts.json" in result.stdout, result.stdout + result.stderr
