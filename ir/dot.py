@@ -15,20 +15,22 @@ def _quote(text: str) -> str:
     return json.dumps(text)
 
 
+def _label(*lines: str) -> str:
+    """A quoted label of several lines: each escaped on its own, joined by DOT's line break."""
+    return '"' + "\\n".join(_quote(line)[1:-1] for line in lines) + '"'
+
+
 def to_dot(graph: Graph) -> str:
     lines = [f"digraph {_quote(graph.name)} {{", "  rankdir=TB;", '  node [shape=box, style=filled, fontsize=10];']
     producers: dict[Value, str] = {}
     for value in graph.graph_values():
         node_id = f"v_{len(producers)}"
         producers[value] = node_id
-        label = f"{value.role.value} {value.name}\\n{value.type}"
-        lines.append(f"  {node_id} [label={_quote(label).replace(chr(92) * 2, chr(92))}, shape=ellipse, "
-                     f"fillcolor=\"#eeeeee\"];")
+        label = _label(f"{value.role.value} {value.name}", str(value.type))
+        lines.append(f"  {node_id} [label={label}, shape=ellipse, fillcolor=\"#eeeeee\"];")
     for index, op in enumerate(graph.ops):
         node_id = f"op_{index}"
-        label = f"{op.type}\\n{op.node}"
-        lines.append(f"  {node_id} [label={_quote(label).replace(chr(92) * 2, chr(92))}, "
-                     f"fillcolor=\"{_PHASE_COLOURS[op.phase]}\"];")
+        lines.append(f"  {node_id} [label={_label(op.type, op.node)}, fillcolor=\"{_PHASE_COLOURS[op.phase]}\"];")
         for value in op.inputs:
             source = producers.get(value)
             if source is not None:
