@@ -81,6 +81,7 @@ def build_training_graph(model: Path, options: TrainingOptions, *, pipeline: str
     graph = import_model(model, options.batch)
     try:
         passes = parse_pipeline(pipeline) if pipeline else options.passes()
+        _check_print_after(print_after or set(), passes)
         if out is not None and print_after and ("all" in print_after or "import" in print_after):
             out.write("// ----- IR after import -----\n")
             out.write(printer(graph))
@@ -91,3 +92,10 @@ def build_training_graph(model: Path, options: TrainingOptions, *, pipeline: str
         raise UserError(str(exc)) from None
     except PassError as exc:
         raise UserError(f"{model}: {exc}") from None
+
+
+def _check_print_after(print_after: set[str], passes: list[Pass]) -> None:
+    known = ["import"] + [p.name for p in passes]
+    unknown = sorted(print_after - set(known) - {"all"})
+    if unknown:
+        raise UserError(f"--print-after {unknown[0]}: no such pass in the pipeline ({', '.join(known)})")

@@ -34,3 +34,18 @@ def test_dot_escapes_backslashes_in_names(tmp_path: Path, capsys: pytest.Capture
         assert '"' not in DOT_STRING.sub("", line), line
     assert 'label="relu\\nr\\\\"' in dot
     assert 'label="param w\\\\\\n4x3xf32"' in dot
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_print_after_an_unknown_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ir", str(EXAMPLES / "mlp.onnx"), "--print-after", "trainng"]) == 2
+    _one_line_error(capsys, "trainng", "canonicalize")
+    assert main(["ir", str(EXAMPLES / "mlp.onnx"), "--print-after", "import", "--print-after", "training"]) == 0
+    out = capsys.readouterr().out
+    assert "IR after import" in out and "IR after training" in out
