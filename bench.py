@@ -15,7 +15,7 @@ from typing import Any
 
 from tinyodl.driver import TrainingOptions, build_training_graph
 from tinyodl.qemu_sim import SimulationFailed, run_on_qemu
-from tinyodl.simulate import load_batches, save_report
+from tinyodl.simulate import check_writable, load_batches, save_report
 
 
 def _key(layer: dict[str, Any]) -> tuple[str, str]:
@@ -64,6 +64,7 @@ def print_comparison(result: dict[str, Any]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, options: TrainingOptions) -> int:
+    check_writable(args.report)
     graph = build_training_graph(args.model, options)
     batches = load_batches(graph, args.data, args.steps)
     reports = {}

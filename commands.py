@@ -9,12 +9,20 @@ import sys
 from tinyodl.driver import TrainingOptions, UserError, build_training_graph
 from tinyodl.ir.dot import to_dot
 from tinyodl.ir.text import print_graph
-from tinyodl.simulate import load_batches, run_reference, save_params, save_report, write_atomic
+from tinyodl.simulate import (
+    check_writable,
+    load_batches,
+    run_reference,
+    save_params,
+    save_report,
+    write_atomic,
+)
 
 
 def cmd_ir(args: argparse.Namespace, options: TrainingOptions) -> int:
     printer = to_dot if args.format == "dot" else print_graph
     print_after = {"all"} if args.print_after_all else set(args.print_after)
+    check_writable(args.output)
     out = io.StringIO()
     graph = build_training_graph(args.model, options, pipeline=args.pipeline, print_after=print_after,
                                  time_passes=args.time_passes, out=out, printer=printer)
@@ -30,6 +38,7 @@ def cmd_ir(args: argparse.Namespace, options: TrainingOptions) -> int:
 def cmd_simulate(args: argparse.Namespace, options: TrainingOptions) -> int:
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
+    check_writable(args.report, args.save_params)
     graph = build_training_graph(args.model, options)
     batches = load_batches(graph, args.data, args.steps)
     if args.target == "reference":

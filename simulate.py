@@ -111,15 +111,36 @@ def run_reference(graph: Graph, batches: Batches, keep_values: bool = False) -> 
     return ReferenceRun(losses, params, executor, values)
 
 
+def check_writable(*paths: Path | None) -> None:
+    """Fail before any work when an output file cannot go where the user asked (so none is half-written)."""
+    for path in (Path(p) for p in paths if p is not None):
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory, expected a file name")
+        ancestor = path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UserError(f"{path}: {ancestor} is not a directory")
+        if not os.access(ancestor, os.W_OK):
+            raise UserError(f"{path}: cannot write into {ancestor}")
+
+
 def write_atomic(path: Path, write: Any) -> None:
     """Write a file through a temporary sibling so that no half-written file is left on failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
     os.close(handle)
     try:
         write(Path(temp))
         os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

@@ -175,8 +175,11 @@ def write_project(graph: Graph, batches, options: TrainingOptions, out_dir: Path
     program, files = render_project(graph, steps, options)
     out_dir = Path(out_dir).resolve()  # "." or ".." cannot be renamed, their resolved paths can
     _check_replaceable(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
     try:
         _chmod_like_mkdir(staging)
         for relative, text in sorted(files.items()):

@@ -49,3 +49,32 @@ def test_print_after_an_unknown_pass(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["ir", str(EXAMPLES / "mlp.onnx"), "--print-after", "import", "--print-after", "training"]) == 0
     out = capsys.readouterr().out
     assert "IR after import" in out and "IR after training" in out
+
+
+@pytest.mark.parametrize("option", ["--report", "--save-params"])
+def test_output_file_that_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str) -> None:
+    assert main(["simulate", str(EXAMPLES / "mlp.onnx"), "--target", "reference", option, str(tmp_path)]) == 2
+    _one_line_error(capsys, str(tmp_path))
+    assert main(["simulate", str(EXAMPLES / "mlp.onnx"), option, str(tmp_path)]) == 2  # before building anything
+    _one_line_error(capsys, str(tmp_path))
+
+
+def test_no_report_when_the_params_file_cannot_be_written(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("")
+    report = tmp_path / "report.json"
+    assert main(["simulate", str(EXAMPLES / "mlp.onnx"), "--target", "reference", "--report", str(report),
+                 "--save-params", str(tmp_path / "afile" / "p.npz")]) == 2
+    _one_line_error(capsys, "afile")
+    assert not report.exists()
+
+
+def test_unwritable_outputs_of_ir_compile_and_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("")
+    model = str(EXAMPLES / "mlp.onnx")
+    for argv in (["ir", model, "-o", str(tmp_path)], ["ir", model, "-o", str(tmp_path / "afile" / "x.txt")],
+                 ["compile", model, "-o", str(tmp_path / "afile" / "build")],
+                 ["bench", model, "--report", str(tmp_path)]):
+        assert main(argv) == 2, argv
+        _one_line_error(capsys, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
