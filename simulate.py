@@ -137,6 +137,7 @@ def write_atomic(path: Path, write: Any) -> None:
     os.close(handle)
     try:
         write(Path(temp))
+        Path(temp).chmod(0o666 & ~_umask())  # mkstemp's 0600 would make the result private
         os.replace(temp, path)
     except OSError as exc:
         Path(temp).unlink(missing_ok=True)
@@ -144,6 +145,12 @@ def write_atomic(path: Path, write: Any) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def save_params(path: Path, params: dict[str, np.ndarray]) -> None:

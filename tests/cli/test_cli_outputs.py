@@ -78,3 +78,11 @@ def test_unwritable_outputs_of_ir_compile_and_bench(tmp_path: Path, capsys: pyte
         assert main(argv) == 2, argv
         _one_line_error(capsys, str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_report_gets_the_usual_permissions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    report = tmp_path / "r.json"
+    assert main(["simulate", str(EXAMPLES / "mlp.onnx"), "--target", "reference", "--report", str(report)]) == 0
+    assert report.stat().st_mode == plain.stat().st_mode
