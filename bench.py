@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from tinyodl.driver import TrainingOptions, build_training_graph
+from tinyodl.driver import TrainingOptions, UserError, build_training_graph
 from tinyodl.qemu_sim import SimulationFailed, run_on_qemu
 from tinyodl.simulate import check_writable, load_batches, save_report
 
@@ -64,6 +64,8 @@ def print_comparison(result: dict[str, Any]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, options: TrainingOptions) -> int:
+    if not 1 <= args.baseline_cores <= 8:
+        raise UserError(f"--baseline-cores must be between 1 and 8, got {args.baseline_cores}")
     check_writable(args.report)
     graph = build_training_graph(args.model, options)
     batches = load_batches(graph, args.data, args.steps)

@@ -33,6 +33,8 @@ class Batches:
 
 
 def load_batches(graph: Graph, data: Path | None, steps: int) -> Batches:
+    if steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
     target = loss_op_target(graph)
     inputs = [v for v in graph.inputs if v is not target]
     batch = target.shape[0]

@@ -86,3 +86,13 @@ def test_report_gets_the_usual_permissions(tmp_path: Path, capsys: pytest.Captur
     report = tmp_path / "r.json"
     assert main(["simulate", str(EXAMPLES / "mlp.onnx"), "--target", "reference", "--report", str(report)]) == 0
     assert report.stat().st_mode == plain.stat().st_mode
+
+
+@pytest.mark.parametrize("argv", [["compile", "-o", "{tmp}/build", "--steps", "0"], ["bench", "--steps", "0"],
+                                  ["bench", "--baseline-cores", "9"], ["bench", "--baseline-cores", "0"]])
+def test_step_and_core_counts_of_compile_and_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    argv: list[str]) -> None:
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    assert main([argv[0], str(EXAMPLES / "mlp.onnx"), *argv[1:]]) == 2
+    _one_line_error(capsys, argv[-2])
+    assert not (tmp_path / "build").exists()
