@@ -37,7 +37,6 @@ def load_batches(graph: Graph, data: Path | None, steps: int) -> Batches:
         raise UserError(f"--steps must be >= 1, got {steps}")
     target = loss_op_target(graph)
     inputs = [v for v in graph.inputs if v is not target]
-    batch = target.shape[0]
     if data is None:
         return Batches([_random_feed(graph, inputs, target, step) for step in range(steps)])
     try:
@@ -47,7 +46,6 @@ def load_batches(graph: Graph, data: Path | None, steps: int) -> Batches:
         raise UserError(f"{data}: no such data file") from None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise UserError(f"{data}: not a readable .npz file ({exc})") from None
-    need = steps * batch
     feeds: list[dict[str, np.ndarray]] = [{} for _ in range(steps)]
     for value, key in [(v, v.origin or v.name) for v in inputs] + [(target, "target")]:
         if key not in arrays:
@@ -57,14 +55,21 @@ def load_batches(graph: Graph, data: Path | None, steps: int) -> Batches:
         if array.shape[1:] != value.shape[1:]:
             raise UserError(f"{data}: '{key}' has sample shape {list(array.shape[1:])}, the model needs "
                             f"{list(value.shape[1:])}")
-        if array.shape[0] < need:
-            raise UserError(f"{data}: '{key}' has {array.shape[0]} samples, {steps} steps of batch {batch} need "
-                            f"{need}")
-        if value is target:
-            array = _check_target(data, array, graph, target)
+        rows = value.shape[0]  # the batch for inputs; an mse target has the output's first axis
+        if array.shape[0] < steps * rows:
+            raise UserError(f"{data}: '{key}' has {array.shape[0]} samples, {steps} steps of batch {rows} need "
+                            f"{steps * rows}")
+        array = _check_target(data, array, graph, target) if value is target else _check_input(data, key, array)
+        array = array.astype(value.dtype.numpy)  # the reference sees exactly what the program is given
         for step in range(steps):
-            feeds[step][value.name] = array[step * batch:(step + 1) * batch]
+            feeds[step][value.name] = array[step * rows:(step + 1) * rows]
     return Batches(feeds)
+
+
+def _check_input(data: Path, key: str, array: np.ndarray) -> np.ndarray:
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise UserError(f"{data}: '{key}' must hold real numbers, got {array.dtype}")
+    return array
 
 
 def _check_target(data: Path, array: np.ndarray, graph: Graph, target: Value) -> np.ndarray:

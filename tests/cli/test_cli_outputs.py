@@ -96,3 +96,47 @@ def test_step_and_core_counts_of_compile_and_bench(tmp_path: Path, capsys: pytes
     assert main([argv[0], str(EXAMPLES / "mlp.onnx"), *argv[1:]]) == 2
     _one_line_error(capsys, argv[-2])
     assert not (tmp_path / "build").exists()
+
+
+def _transposed_output_model(path: Path) -> Path:
+    """An output whose first axis is not the batch: out [5, 3] = (x [3, 2] @ w [2, 5])^T."""
+    rng = np.random.default_rng(1)
+    node = helper.make_node("Gemm", ["w", "x"], ["out"], name="gemm_t", transA=1, transB=1)
+    graph = helper.make_graph([node], "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [5, 3])],
+                              [numpy_helper.from_array(rng.standard_normal((2, 5)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_data_rows_per_step_follow_each_array_own_first_axis(tmp_path: Path) -> None:
+    from tinyodl.driver import TrainingOptions, build_training_graph
+    from tinyodl.simulate import load_batches
+
+    graph = build_training_graph(_transposed_output_model(tmp_path / "t.onnx"), TrainingOptions(loss="mse"))
+    data = tmp_path / "d.npz"
+    x, target = np.arange(12.0).reshape(6, 2), np.arange(30.0).reshape(10, 3)
+    np.savez(data, x=x, target=target)
+    steps = load_batches(graph, data, 2).steps
+    x_name = graph.inputs[0].name
+    target_name = next(v.name for v in graph.inputs if v.name != x_name)
+    assert np.array_equal(steps[1][x_name], x[3:6]) and np.array_equal(steps[1][target_name], target[5:10])
+
+
+def test_data_arrays_of_the_wrong_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d.npz"
+    for bad in (np.full((2, 64), "a"), np.zeros((2, 64), np.complex64)):
+        np.savez(data, input=bad, target=np.zeros(2, np.int64))
+        assert main(["simulate", str(EXAMPLES / "mlp.onnx"), "--target", "reference", "--data", str(data)]) == 2
+        _one_line_error(capsys, "'input'", str(bad.dtype))
+
+
+def test_float64_data_is_rounded_to_what_the_program_sees(tmp_path: Path) -> None:
+    from tinyodl.driver import TrainingOptions, build_training_graph
+    from tinyodl.simulate import load_batches
+
+    graph = build_training_graph(EXAMPLES / "mlp.onnx", TrainingOptions())
+    data = tmp_path / "d.npz"
+    np.savez(data, input=np.full((1, 64), 0.1), target=np.zeros(1, np.int64))
+    feed = load_batches(graph, data, 1).steps[0]
+    assert feed[graph.inputs[0].name].dtype == np.float32
