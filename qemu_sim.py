@@ -138,7 +138,8 @@ def simulate_qemu(args: argparse.Namespace, options: TrainingOptions, graph: Gra
     if args.report is not None:
         save_report(args.report, report)
     if args.save_params is not None:
-        save_params(args.save_params, run.simulated.params)
+        shapes = {name: np.shape(array) for name, array in run.reference.params.items()}  # the program prints flat
+        save_params(args.save_params, {name: flat.reshape(shapes[name]) for name, flat in run.simulated.params.items()})
     check = report["check"]
     if not check["ok"]:
         worst = check["worst"]

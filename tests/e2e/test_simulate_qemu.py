@@ -60,6 +60,8 @@ def test_hostile_names_compile_to_safe_c(tmp_path: Path, toolchain) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     with np.load(params) as saved:
         assert 'w"*/\n#define x 1\\' in saved.files
+        assert saved['w"*/\n#define x 1\\'].shape == (4, 5)  # as the reference target saves them
+        assert saved["b /* #include */ ??="].shape == (4,)
 
 
 def test_compile_is_deterministic_and_make_run_works(tmp_path: Path, toolchain) -> None:
