@@ -23,6 +23,7 @@ from tinyodl.driver import TrainingOptions, UserError
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.registry import op_macs
 from tinyodl.ir.types import Phase, Role
+from tinyodl.runtime.host import render_linker_script
 
 KERNEL_FILES = ("conv.c", "linear.c", "pool.c", "elementwise.c", "norm.c", "loss.c", "optim.c", "broadcast.c")
 _PREFIX = {Role.INPUT: "in_", Role.PARAM: "p_", Role.CONST: "c_", Role.STATE: "s_", Role.ACT: "a_",
@@ -139,8 +140,10 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
         "Makefile": env.get_template("Makefile.j2").render(context),
     }
     runtime_dir = resources.files("tinyodl.runtime") / "c"
-    files["link.ld"] = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
-        (runtime_dir / "link.ld.j2").read_text()).render(context)
+    try:  # the runtime's renderer checks the budgets against QEMU's memory, so a bad one fails here, not in ld
+        files["link.ld"] = render_linker_script(options.l1_bytes, options.l2_bytes, STACK_BYTES, options.cores)
+    except ValueError as exc:
+        raise UserError(f"--l1 {options.l1_bytes} / --l2 {options.l2_bytes}: {exc}") from None
     for name in ("tinyodl_rt.h", "rt.c", "crt0.S"):
         files[f"runtime/{name}"] = (runtime_dir / name).read_text()
     kernel_dir = resources.files("tinyodl.backend_c") / "kernels"

@@ -92,3 +92,14 @@ def test_make_run_passes_the_plugin_and_its_output_file(tmp_path: Path) -> None:
     result = subprocess.run(["make", "-n", "run", "PLUGIN=/opt/insn.so", "COUNTS=/tmp/counts.json"],
                             cwd=tmp_path / "build", capture_output=True, text=True)
     assert "-plugin file=/opt/insn.so,out=/tmp/counts.json" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("l1_bytes", "l2_bytes", "fragment"), [(0, 1 << 20, "L1"), (128 * 1024, -5, "L2"),
+                                                                 (128 * 1024, 127 << 20, "exceed")])
+def test_memory_budgets_the_simulator_cannot_hold(tmp_path: Path, l1_bytes: int, l2_bytes: int,
+                                                  fragment: str) -> None:
+    options = TrainingOptions(l1_bytes=l1_bytes, l2_bytes=l2_bytes)
+    graph = build_training_graph(EXAMPLES / "mlp.onnx", options)
+    with pytest.raises(UserError, match=fragment):
+        write_project(graph, load_batches(graph, None, 1), options, tmp_path / "build")
+    assert not any(tmp_path.iterdir())
