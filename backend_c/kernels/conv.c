@@ -169,9 +169,105 @@ FWD_ROW_VARIANT(1, 3, 1)
 FWD_ROW_VARIANT(1, 3, 2)
 FWD_ROW_VARIANT(1, 0, 0)
 
+/* Rows of a few output pixels with a wide kernel (the 10x4 stride-2 stem of keyword-spotting nets:
+ * 5 output columns, 2 of them border pixels) leave the 4-pixel blocks above almost nothing to do.
+ * Here a row is cut into tiles of up to 5 pixels x 4 channels whose first pixel may lose kernel
+ * column 0 and whose last pixel may lose column KWC - 1 to the image border, both fixed at compile
+ * time, so a padding of one costs no per-pixel path. The kernel width is a constant: each kernel
+ * row is unrolled, its weights at constant offsets from 4 channel pointers. */
+#define TILE_PIXELS 5
+
+TK_INLINE void fwd_tile(const fwd_row_t *t, int ow, const int NP, const int KWC, const int SWC, const int LO,
+                        const int HI)
+{
+    const int W = t->W, nkh = t->nkh, cin = t->cin;
+    float acc[CONV_BLOCK][TILE_PIXELS];
+    TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) {
+        const float b = t->bias ? t->bias[i] : 0.0f;
+        TK_UNROLL for (int j = 0; j < NP; j++) acc[i][j] = b;
+    }
+    const float *xc = t->x + ow * SWC - t->pl + LO;
+    const float *wc = t->w;
+    for (int c = 0; c < cin; c++) {
+        const float *restrict xr = xc;
+        const float *restrict wp[CONV_BLOCK];
+        TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) wp[i] = wc + i * t->w_k;
+        for (int kh = 0; kh < nkh; kh++) {
+            TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
+                float wv[CONV_BLOCK];
+                TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) wv[i] = wp[i][kw];
+                TK_UNROLL for (int j = 0; j < NP; j++) {
+                    if ((j == 0 && kw < LO) || (j == NP - 1 && kw >= KWC - HI)) continue;
+                    const float xv = xr[j * SWC + kw - LO];
+                    TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) TK_MAC(acc[i][j], wv[i], xv);
+                }
+                /* Reload x for the next kernel column rather than keep this one's values live:
+                 * with 20 sums in registers, keeping them would spill. */
+                TK_OPAQUE(xr);
+            }
+            xr += W;
+            TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) {
+                wp[i] += KWC;
+                TK_OPAQUE(wp[i]);
+            }
+        }
+        xc += t->x_plane;
+        wc += t->w_c;
+    }
+    float *restrict y = t->y + ow;
+    TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) {
+        TK_UNROLL for (int j = 0; j < NP; j++) y[i * t->y_plane + j] = acc[i][j];
+    }
+}
+
+#define FWD_TILE_CASE(NP, LO, HI)                                                                       \
+    case NP * 4 + LO * 2 + HI: fwd_tile(t, ow, NP, KWC, SWC, LO, HI); break;
+
+TK_INLINE void fwd_row_tiles(const fwd_row_t *t, const int KWC, const int SWC)
+{
+    const int a = t->ow_a, b = t->ow_b, OW = t->OW, W = t->W, pl = t->pl;
+    /* The pixel left of the interior joins the first tile if the border takes only its kernel column
+     * 0, the pixel right of it joins the last tile if it loses only its last column. */
+    const int left = a >= 1 && (a - 1) * SWC - pl == -1 && W >= KWC - 1;
+    const int right = b < OW && b * SWC - pl >= 0 && W - (b * SWC - pl) == KWC - 1;
+    const int m0 = a - left, m1 = b + right;
+    for (int ow = 0; ow < m0; ow++) fwd_border_pixel(t, ow, CONV_BLOCK, 0, 0);
+    for (int ow = m0; ow < m1;) {
+        const int np = m1 - ow <= TILE_PIXELS ? m1 - ow : 4;
+        const int lo = left && ow == m0, hi = right && ow + np == m1;
+        switch (np * 4 + lo * 2 + hi) {
+            FWD_TILE_CASE(1, 0, 0)
+            FWD_TILE_CASE(1, 0, 1)
+            FWD_TILE_CASE(1, 1, 0)
+            FWD_TILE_CASE(2, 0, 0)
+            FWD_TILE_CASE(2, 0, 1)
+            FWD_TILE_CASE(2, 1, 0)
+            FWD_TILE_CASE(2, 1, 1)
+            FWD_TILE_CASE(3, 0, 0)
+            FWD_TILE_CASE(3, 0, 1)
+            FWD_TILE_CASE(3, 1, 0)
+            FWD_TILE_CASE(3, 1, 1)
+            FWD_TILE_CASE(4, 0, 0)
+            FWD_TILE_CASE(4, 0, 1)
+            FWD_TILE_CASE(4, 1, 0)
+            FWD_TILE_CASE(4, 1, 1)
+            FWD_TILE_CASE(5, 0, 0)
+            FWD_TILE_CASE(5, 0, 1)
+            FWD_TILE_CASE(5, 1, 0)
+            FWD_TILE_CASE(5, 1, 1)
+        default: fwd_border_pixel(t, ow, CONV_BLOCK, 0, 0); /* one pixel losing both end columns */
+        }
+        ow += np;
+    }
+    for (int ow = m1; ow < OW; ow++) fwd_border_pixel(t, ow, CONV_BLOCK, 0, 0);
+}
+
+static void fwd_row_tiles_4_2(const fwd_row_t *t) { fwd_row_tiles(t, 4, 2); }
+
 static fwd_row_fn fwd_row_pick(int four_channels, int KW, int sw)
 {
     if (four_channels) {
+        if (KW == 4 && sw == 2) return fwd_row_tiles_4_2;
         if (KW == 3 && sw == 1) return fwd_row_4_3_1;
         if (KW == 3 && sw == 2) return fwd_row_4_3_2;
         if (KW == 1 && sw == 1) return fwd_row_4_1_1;

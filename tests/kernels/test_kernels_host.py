@@ -176,6 +176,18 @@ def test_depthwise_widths(lib, width, stride, pads):
     run_conv_case(lib, p, seed=width * 100 + stride * 10 + pl + 3 * pr)
 
 
+@pytest.mark.parametrize("width", range(1, 15))
+@pytest.mark.parametrize("pads", [(0, 0), (1, 1), (2, 1), (1, 2), (0, 3)])
+def test_kernel_width4_stride2_widths(lib, width, pads):
+    """Width-4 stride-2 kernels (keyword-spotting stems) cut rows into tiles of up to 5 pixels whose
+    end pixels may lose one kernel column; 5 output channels leave a remainder after a 4-block."""
+    pl, pr = pads
+    if width + pl + pr < 4:
+        return
+    p = make_conv(1, 2, 5, width, 5, 3, 4, 2, 2, 1, pl, 1, pr, 1)
+    run_conv_case(lib, p, seed=width * 10 + pl + 3 * pr)
+
+
 def test_conv_references_are_adjoint():
     """<dy, conv(x)> == <grad_input(dy), x> == <grad_weight(x, dy), w> for the references themselves."""
     p = make_conv(*CONV_CASES["s2_asym_pads_batch3"])
