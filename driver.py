@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -53,10 +54,22 @@ class TrainingOptions:
             raise UserError(f"--layout {self.layout}: only chw is implemented so far (the layout pass is to come)")
         if self.batch is not None and self.batch < 1:
             raise UserError(f"--batch must be >= 1, got {self.batch}")
-        if self.lr <= 0:
-            raise UserError(f"--lr must be > 0, got {self.lr}")
         if not 1 <= self.cores <= 8:
             raise UserError(f"--cores must be between 1 and 8, got {self.cores}")
+        self._check_hyperparameters()
+
+    def _check_hyperparameters(self) -> None:
+        """The ranges PyTorch's optimizers accept (a NaN fails every comparison, so it is caught too)."""
+        if not 0 < self.lr < math.inf:
+            raise UserError(f"--lr must be a finite number > 0, got {self.lr}")
+        for option, value in (("--momentum", self.momentum), ("--weight-decay", self.weight_decay),
+                              ("--eps", self.eps)):
+            if not 0 <= value < math.inf:
+                raise UserError(f"{option} must be a finite number >= 0, got {value}")
+        if not all(0 <= beta < 1 for beta in self.betas):
+            raise UserError(f"--betas must lie in [0, 1), got {self.betas[0]},{self.betas[1]}")
+        if not any(part.strip() for part in self.train.split(",")):
+            raise UserError("--train is empty (all, none, bias, last:N or initializer names)")
 
 
 def import_model(model: Path, batch: int | None) -> Graph:

@@ -140,3 +140,11 @@ def test_float64_data_is_rounded_to_what_the_program_sees(tmp_path: Path) -> Non
     np.savez(data, input=np.full((1, 64), 0.1), target=np.zeros(1, np.int64))
     feed = load_batches(graph, data, 1).steps[0]
     assert feed[graph.inputs[0].name].dtype == np.float32
+
+
+@pytest.mark.parametrize("option", [["--lr", "nan"], ["--lr", "inf"], ["--momentum", "-0.5"],
+                                    ["--weight-decay", "-1"], ["--eps=-1e-8"], ["--betas", "0.9,1.0"],
+                                    ["--betas=-0.1,0.999"], ["--train", ""], ["--train", " , "]])
+def test_out_of_range_training_options(capsys: pytest.CaptureFixture[str], option: list[str]) -> None:
+    assert main(["ir", str(EXAMPLES / "mlp.onnx"), *option]) == 2
+    _one_line_error(capsys, option[0].split("=")[0])
