@@ -80,10 +80,30 @@ def test_names_that_meet_derived_identifiers_compile(tmp_path: Path) -> None:
     graph = build_training_graph(_colliding_names_model(tmp_path / "collide.onnx"), options)
     out = tmp_path / "build"
     write_project(graph, load_batches(graph, None, 1), options, out)
+    _assert_compiles(out)
+
+
+def _assert_compiles(project: Path) -> None:
     for source in ("src/network.c", "src/main.c"):
         result = subprocess.run(["gcc", "-fsyntax-only", "-std=gnu11", "-DRT_NUM_CORES=8", "-DRT_STACK_BYTES=16384",
-                                 "-Iruntime", "-Ikernels", "-Isrc", source], cwd=out, capture_output=True, text=True)
+                                 "-Iruntime", "-Ikernels", "-Isrc", source], cwd=project, capture_output=True,
+                                text=True)
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a host C compiler for -fsyntax-only")
+def test_clip_without_a_maximum_compiles(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Clip", ["r", "lo"], ["out"], name="clip_min")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])],
+                              [numpy_helper.from_array(np.array(-0.5, np.float32), "lo")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "clip.onnx")
+    options = TrainingOptions(loss="mse")
+    graph_ir = build_training_graph(tmp_path / "clip.onnx", options)
+    write_project(graph_ir, load_batches(graph_ir, None, 1), options, tmp_path / "build")
+    assert "INFINITY" in (tmp_path / "build" / "src" / "network.c").read_text()
+    _assert_compiles(tmp_path / "build")
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
