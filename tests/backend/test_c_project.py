@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -123,3 +124,14 @@ def test_memory_budgets_the_simulator_cannot_hold(tmp_path: Path, l1_bytes: int,
     with pytest.raises(UserError, match=fragment):
         write_project(graph, load_batches(graph, None, 1), options, tmp_path / "build")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_build_flags_ignore_the_environment_but_not_the_command_line(tmp_path: Path) -> None:
+    _mlp_project(tmp_path / "build")
+    env = {**os.environ, "CFLAGS": "-march=nocona -DFROM_ENV"}  # what an activated conda environment sets
+    dry = subprocess.run(["make", "-n"], cwd=tmp_path / "build", env=env, capture_output=True, text=True).stdout
+    assert "FROM_ENV" not in dry and "-O2" in dry
+    dry = subprocess.run(["make", "-n", "CFLAGS=-O1 -DMINE"], cwd=tmp_path / "build", env=env, capture_output=True,
+                         text=True).stdout
+    assert "-DMINE" in dry
