@@ -602,6 +602,17 @@ static void dw_conv3x3_grad_weight(const float *x, const float *dy, float *dw, c
     }
 }
 
+/* A 1x1 stride-1 convolution without padding is a matrix product over the flat plane: its rows are
+ * one image row of H * W pixels, cut into work items of FLAT_CHUNK pixels, so narrow images (25x5)
+ * still fill the 4-pixel register blocks and leave a remainder once per chunk, not once per row. */
+#define FLAT_CHUNK 32
+
+static int conv_is_flat(const conv2d_params_t *p)
+{
+    return p->KH == 1 && p->KW == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 &&
+           p->pad_left == 0 && p->OH == p->H && p->OW == p->W;
+}
+
 void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, const conv2d_params_t *p)
 {
     const int G = p->groups, Cg = p->C / G, Kg = p->K / G;
@@ -627,24 +638,35 @@ void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, con
     const fwd_row_fn row4 = fwd_row_pick(1, p->KW, sw);
     const fwd_row_fn row1 = fwd_row_pick(0, p->KW, sw);
 
+    const int flat = conv_is_flat(p), plane = p->OH * p->OW;
+    const int rows = flat ? (plane + FLAT_CHUNK - 1) / FLAT_CHUNK : p->OH;
     int first, end;
-    rt_chunk(p->N * G * kblocks * p->OH, &first, &end);
+    rt_chunk(p->N * G * kblocks * rows, &first, &end);
     for (int item = first; item < end; item++) {
-        const int oh = item % p->OH;
-        int rest = item / p->OH;
+        const int oh = item % rows;
+        int rest = item / rows;
         const int kb = rest % kblocks;
         rest /= kblocks;
         const int g = rest % G;
         const int n = rest / G;
         const int k0 = g * Kg + kb * CONV_BLOCK;
         const int nk = tk_min(CONV_BLOCK, Kg - kb * CONV_BLOCK);
-        const int ih0 = oh * sh - p->pad_top;
-        const int kh_lo = tk_max(0, -ih0);
-        t.nkh = tk_max(0, tk_min(p->KH, p->H - ih0) - kh_lo);
-        t.x = x + ((size_t)(n * p->C + g * Cg) * p->H + (t.nkh ? ih0 + kh_lo : 0)) * p->W;
-        t.w = w + ((size_t)k0 * Cg * p->KH + kh_lo) * p->KW;
         t.bias = bias ? bias + k0 : NULL;
-        t.y = y + ((size_t)(n * p->K + k0) * p->OH + oh) * p->OW;
+        if (flat) {
+            const int px = oh * FLAT_CHUNK;
+            t.OW = t.ow_b = tk_min(FLAT_CHUNK, plane - px);
+            t.nkh = 1;
+            t.x = x + (size_t)(n * p->C + g * Cg) * plane + px;
+            t.w = w + (size_t)k0 * Cg;
+            t.y = y + (size_t)(n * p->K + k0) * plane + px;
+        } else {
+            const int ih0 = oh * sh - p->pad_top;
+            const int kh_lo = tk_max(0, -ih0);
+            t.nkh = tk_max(0, tk_min(p->KH, p->H - ih0) - kh_lo);
+            t.x = x + ((size_t)(n * p->C + g * Cg) * p->H + (t.nkh ? ih0 + kh_lo : 0)) * p->W;
+            t.w = w + ((size_t)k0 * Cg * p->KH + kh_lo) * p->KW;
+            t.y = y + ((size_t)(n * p->K + k0) * p->OH + oh) * p->OW;
+        }
         if (nk == CONV_BLOCK) {
             row4(&t);
         } else {
@@ -966,11 +988,14 @@ void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_
     const int precomputed = sw <= MAX_PHASES;
     for (int phase = 0; precomputed && phase < sw; phase++) gin_phase_setup(&phases[phase], phase, p);
 
+    /* A flat 1x1 convolution: one row of H * W pixels per plane, in chunks (see conv2d_fwd). */
+    const int flat = conv_is_flat(p), plane = p->H * p->W;
+    const int rows = flat ? (plane + FLAT_CHUNK - 1) / FLAT_CHUNK : p->H;
     int first, end;
-    rt_chunk(p->N * G * cblocks * p->H, &first, &end);
+    rt_chunk(p->N * G * cblocks * rows, &first, &end);
     for (int item = first; item < end; item++) {
-        const int ih = item % p->H;
-        int rest = item / p->H;
+        const int ih = flat ? 0 : item % rows, px = flat ? item % rows * FLAT_CHUNK : 0;
+        int rest = item / rows;
         const int cb = rest % cblocks;
         rest /= cblocks;
         const int g = rest % G;
@@ -999,9 +1024,10 @@ void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_
             t.M = ph->M;
             t.m_a = ph->m_a;
             t.m_b = ph->m_b;
-            t.dy = dy + ((size_t)(n * p->K + g * Kg) * p->OH + oh0) * p->OW;
+            if (flat) t.M = t.m_b = tk_min(FLAT_CHUNK, plane - px);
+            t.dy = dy + ((size_t)(n * p->K + g * Kg) * p->OH + oh0) * p->OW + px;
             t.w = w + (((size_t)g * Kg * Cg + cb * CONV_BLOCK) * KH + kh0) * KW + (t.nkw ? ph->kw0 : 0);
-            t.dx = dx + ((size_t)(n * p->C + c0) * p->H + ih) * p->W + phase;
+            t.dx = dx + ((size_t)(n * p->C + c0) * p->H + ih) * p->W + phase + px;
             if (nc == CONV_BLOCK) {
                 gin_row_pick(1, p, t.nkh, t.nkw)(&t);
             } else {
@@ -1278,6 +1304,11 @@ static void conv2d_grad_weight_1x1(const float *x, const float *dy, float *dw, c
     int oh_lo, oh_hi;
     gw_valid_rows(p, 0, &oh_lo, &oh_hi);
     t.rows = oh_hi - oh_lo;
+    if (conv_is_flat(p)) {
+        /* One row of H * W pixels: the pixel pairs run through the plane, not through each row. */
+        t.rows = 1;
+        t.OW = t.b = p->H * p->W;
+    }
     const int ih_lo = t.rows ? oh_lo * p->stride_h - p->pad_top : 0;
 
     int first, end;
