@@ -44,7 +44,8 @@ def load_batches(graph: Graph, data: Path | None, steps: int) -> Batches:
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise UserError(f"{data}: no such data file") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:  # zipfile: RuntimeError for
+        # an encrypted member, NotImplementedError (a RuntimeError) for an unknown version or compression
         raise UserError(f"{data}: not a readable .npz file ({exc})") from None
     feeds: list[dict[str, np.ndarray]] = [{} for _ in range(steps)]
     for value, key in [(v, v.origin or v.name) for v in inputs] + [(target, "target")]:

@@ -148,3 +148,20 @@ def test_float64_data_is_rounded_to_what_the_program_sees(tmp_path: Path) -> Non
 def test_out_of_range_training_options(capsys: pytest.CaptureFixture[str], option: list[str]) -> None:
     assert main(["ir", str(EXAMPLES / "mlp.onnx"), *option]) == 2
     _one_line_error(capsys, option[0].split("=")[0])
+
+
+def _npz_with_patched_directory(path: Path, offset: int, value: int) -> Path:
+    """A valid npz whose first central-directory entry has the little-endian uint16 at `offset` replaced."""
+    np.savez(path, input=np.zeros((2, 64), np.float32), target=np.zeros(2, np.int64))
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    data[entry + offset:entry + offset + 2] = value.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(("offset", "value"), [(6, 77), (8, 1), (10, 99)])  # version, encrypted, compression
+def test_corrupt_npz_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str], offset: int, value: int) -> None:
+    data = _npz_with_patched_directory(tmp_path / "d.npz", offset, value)
+    assert main(["simulate", str(EXAMPLES / "mlp.onnx"), "--target", "reference", "--data", str(data)]) == 2
+    _one_line_error(capsys, "d.npz")
