@@ -7,12 +7,13 @@ data input and every node output has a static shape.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper, numpy_helper
 
 from tinyodl.frontend.errors import FrontendError
@@ -81,11 +82,30 @@ def _read(source: Source) -> tuple[onnx.ModelProto, str, str]:
                             f"(protobuf decode failed: {first_line(exc)})") from None
     if not model.HasField("graph") or not model.opset_import:
         raise FrontendError(f"{where}: not an ONNX model (no graph or no opset import)")
+    bad_text = _undecodable_text(model)
+    if bad_text is not None:
+        raise FrontendError(f"{where}: invalid ONNX model: a '{bad_text}' string is not UTF-8")
     try:
         external_data_helper.load_external_data_for_model(model, str(path.parent))
     except OSError as exc:
         raise FrontendError(f"{where}: cannot read external tensor data ({first_line(exc)})") from None
     return model, where, path.stem
+
+
+def _undecodable_text(message: Message) -> str | None:
+    """The name of the first string field that is not UTF-8: protobuf hands those over as bytes, which
+    would travel on into names and break the checker, the IR printer and the C emitter."""
+    for field, value in message.ListFields():
+        if field.type not in (field.TYPE_STRING, field.TYPE_MESSAGE):
+            continue
+        items = value if isinstance(value, Iterable) and not isinstance(value, str | bytes | Message) else [value]
+        for item in items:
+            found = field.name if isinstance(item, bytes) else None
+            if isinstance(item, Message):
+                found = _undecodable_text(item)
+            if found is not None:
+                return found
+    return None
 
 
 def _default_opset(model: onnx.ModelProto, where: str) -> int:

@@ -165,3 +165,15 @@ def test_corrupt_npz_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str
     data = _npz_with_patched_directory(tmp_path / "d.npz", offset, value)
     assert main(["simulate", str(EXAMPLES / "mlp.onnx"), "--target", "reference", "--data", str(data)]) == 2
     _one_line_error(capsys, "d.npz")
+
+
+def test_model_with_a_name_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    node = helper.make_node("Relu", ["x"], ["out"], name="relu_node")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    bad = tmp_path / "latin1.onnx"
+    bad.write_bytes(model.replace(b"relu_node", b"relu\xd7node"))
+    assert main(["ir", str(bad)]) == 2
+    _one_line_error(capsys, "latin1.onnx")
+
