@@ -56,7 +56,8 @@ def load_model(source: Source, batch: int | None = None) -> LoadedModel:
     _require_static_inputs(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
+        # ValueError: an element type the checker let through, e.g. an initializer's data_type of 67
         raise FrontendError(f"{where}: ONNX shape inference failed: {first_line(exc)}") from None
     return LoadedModel(inferred, where, model.graph.name or stem, opset, _static_shapes(inferred))
 

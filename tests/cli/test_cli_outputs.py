@@ -177,3 +177,13 @@ def test_model_with_a_name_that_is_not_utf8(tmp_path: Path, capsys: pytest.Captu
     assert main(["ir", str(bad)]) == 2
     _one_line_error(capsys, "latin1.onnx")
 
+
+def test_initializer_of_an_unknown_data_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    node = helper.make_node("Add", ["x", "b"], ["out"], name="add_b")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])],
+                              [numpy_helper.from_array(np.zeros(4, np.float32), "b")])
+    graph.initializer[0].data_type = 67  # the checker lets it through, shape inference raises ValueError
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "dtype67.onnx")
+    assert main(["ir", str(tmp_path / "dtype67.onnx")]) == 2
+    _one_line_error(capsys, "dtype67.onnx")
