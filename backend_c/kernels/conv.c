@@ -220,46 +220,46 @@ TK_INLINE void fwd_tile(const fwd_row_t *t, int ow, const int NP, const int KWC,
     }
 }
 
+/* The tiles of a row: [a, b) are the pixels whose window lies inside the image columns; the pixel
+ * left of them joins the first tile if the border takes only its kernel column 0 (*left), the pixel
+ * right of them joins the last tile if it loses only its last column (*right). */
+TK_INLINE void tile_span(int a, int b, int OW, int W, int pl, const int KWC, const int SWC, int *left, int *right)
+{
+    *left = a >= 1 && (a - 1) * SWC - pl == -1 && W >= KWC - 1;
+    *right = b < OW && b * SWC - pl >= 0 && W - (b * SWC - pl) == KWC - 1;
+}
+
+/* Pixels of the tile starting at ow of the span [m0, m1): all if they fit, else 4. */
+TK_INLINE int tile_pixels(int ow, int m1) { return m1 - ow <= TILE_PIXELS ? m1 - ow : 4; }
+
+/* Expands CASE(NP, LO, HI) for every tile shape. A one-pixel tile never has both LO and HI: the
+ * pixels left and right of [a, b) differ. */
+#define TILE_CASES(CASE)                                                                                \
+    CASE(1, 0, 0) CASE(1, 0, 1) CASE(1, 1, 0)                                                          \
+    CASE(2, 0, 0) CASE(2, 0, 1) CASE(2, 1, 0) CASE(2, 1, 1)                                            \
+    CASE(3, 0, 0) CASE(3, 0, 1) CASE(3, 1, 0) CASE(3, 1, 1)                                            \
+    CASE(4, 0, 0) CASE(4, 0, 1) CASE(4, 1, 0) CASE(4, 1, 1)                                            \
+    CASE(5, 0, 0) CASE(5, 0, 1) CASE(5, 1, 0) CASE(5, 1, 1)
+#define TILE_SHAPE(NP, LO, HI) ((NP) * 4 + (LO) * 2 + (HI))
+
 #define FWD_TILE_CASE(NP, LO, HI)                                                                       \
-    case NP * 4 + LO * 2 + HI: fwd_tile(t, ow, NP, KWC, SWC, LO, HI); break;
+    case TILE_SHAPE(NP, LO, HI): fwd_tile(t, ow, NP, KWC, SWC, LO, HI); break;
 
 TK_INLINE void fwd_row_tiles(const fwd_row_t *t, const int KWC, const int SWC)
 {
-    const int a = t->ow_a, b = t->ow_b, OW = t->OW, W = t->W, pl = t->pl;
-    /* The pixel left of the interior joins the first tile if the border takes only its kernel column
-     * 0, the pixel right of it joins the last tile if it loses only its last column. */
-    const int left = a >= 1 && (a - 1) * SWC - pl == -1 && W >= KWC - 1;
-    const int right = b < OW && b * SWC - pl >= 0 && W - (b * SWC - pl) == KWC - 1;
-    const int m0 = a - left, m1 = b + right;
+    int left, right;
+    tile_span(t->ow_a, t->ow_b, t->OW, t->W, t->pl, KWC, SWC, &left, &right);
+    const int m0 = t->ow_a - left, m1 = t->ow_b + right;
     for (int ow = 0; ow < m0; ow++) fwd_border_pixel(t, ow, CONV_BLOCK, 0, 0);
     for (int ow = m0; ow < m1;) {
-        const int np = m1 - ow <= TILE_PIXELS ? m1 - ow : 4;
-        const int lo = left && ow == m0, hi = right && ow + np == m1;
-        switch (np * 4 + lo * 2 + hi) {
-            FWD_TILE_CASE(1, 0, 0)
-            FWD_TILE_CASE(1, 0, 1)
-            FWD_TILE_CASE(1, 1, 0)
-            FWD_TILE_CASE(2, 0, 0)
-            FWD_TILE_CASE(2, 0, 1)
-            FWD_TILE_CASE(2, 1, 0)
-            FWD_TILE_CASE(2, 1, 1)
-            FWD_TILE_CASE(3, 0, 0)
-            FWD_TILE_CASE(3, 0, 1)
-            FWD_TILE_CASE(3, 1, 0)
-            FWD_TILE_CASE(3, 1, 1)
-            FWD_TILE_CASE(4, 0, 0)
-            FWD_TILE_CASE(4, 0, 1)
-            FWD_TILE_CASE(4, 1, 0)
-            FWD_TILE_CASE(4, 1, 1)
-            FWD_TILE_CASE(5, 0, 0)
-            FWD_TILE_CASE(5, 0, 1)
-            FWD_TILE_CASE(5, 1, 0)
-            FWD_TILE_CASE(5, 1, 1)
-        default: fwd_border_pixel(t, ow, CONV_BLOCK, 0, 0); /* one pixel losing both end columns */
+        const int np = tile_pixels(ow, m1);
+        switch (TILE_SHAPE(np, left && ow == m0, right && ow + np == m1)) {
+            TILE_CASES(FWD_TILE_CASE)
+        default: fwd_border_pixel(t, ow, CONV_BLOCK, 0, 0);
         }
         ow += np;
     }
-    for (int ow = m1; ow < OW; ow++) fwd_border_pixel(t, ow, CONV_BLOCK, 0, 0);
+    for (int ow = m1; ow < t->OW; ow++) fwd_border_pixel(t, ow, CONV_BLOCK, 0, 0);
 }
 
 static void fwd_row_tiles_4_2(const fwd_row_t *t) { fwd_row_tiles(t, 4, 2); }
@@ -1197,6 +1197,71 @@ static gw_block_fn gw_block_pick(int four_channels, int three_columns, int sw)
     return sw == 1 ? gw_block_1_3_1 : sw == 2 ? gw_block_1_3_2 : gw_block_1_3_0;
 }
 
+/* Width-4 stride-2 kernels (keyword-spotting stems) whose rows the forward's tiles cover entirely
+ * (fwd_row_tiles): the weight gradient walks the same tiles, each over all rows, with the 4 channels
+ * x 4 kernel columns of sums in registers. */
+TK_INLINE void gw_tile_rows(const gw_rows_t *t, float acc[][4], int ow, const int NP, const int KWC, const int SWC,
+                            const int LO, const int HI)
+{
+    float a[CONV_BLOCK][4];
+    TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) {
+        TK_UNROLL for (int kw = 0; kw < KWC; kw++) a[i][kw] = acc[i][kw];
+    }
+    for (int n = 0; n < t->N; n++) {
+        const float *restrict xr = t->x + (size_t)n * t->x_batch + ow * SWC - t->pl + LO;
+        const float *restrict dp[CONV_BLOCK];
+        TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) dp[i] = t->dy + (size_t)n * t->dy_batch + i * t->dy_plane + ow;
+        for (int row = 0; row < t->rows; row++) {
+            TK_UNROLL for (int j = 0; j < NP; j++) {
+                float dv[CONV_BLOCK];
+                TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) dv[i] = dp[i][j];
+                TK_UNROLL for (int kw = 0; kw < KWC; kw++) {
+                    if ((j == 0 && kw < LO) || (j == NP - 1 && kw >= KWC - HI)) continue;
+                    const float xv = xr[j * SWC + kw - LO];
+                    TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) TK_MAC(a[i][kw], dv[i], xv);
+                }
+            }
+            xr += t->x_row_step;
+            TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) {
+                dp[i] += t->OW;
+                TK_OPAQUE(dp[i]);
+            }
+        }
+    }
+    TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) {
+        TK_UNROLL for (int kw = 0; kw < KWC; kw++) acc[i][kw] = a[i][kw];
+    }
+}
+
+#define GW_TILE_CASE(NP, LO, HI)                                                                        \
+    case TILE_SHAPE(NP, LO, HI): gw_tile_rows(t, acc, ow, NP, KWC, SWC, LO, HI); break;
+
+/* Returns 0 (and writes nothing) if the tiles leave pixels of the row uncovered. */
+TK_INLINE int gw_tiles(const gw_rows_t *t, float *dw, int dw_k, const int KWC, const int SWC)
+{
+    const int OW = t->OW, pl = t->pl;
+    const int a = tk_min(tk_max(tk_ceil_div(pl, SWC), 0), OW);
+    const int b = tk_min(tk_max(tk_floor_div(t->W + pl - KWC, SWC) + 1, a), OW);
+    int left, right;
+    tile_span(a, b, OW, t->W, pl, KWC, SWC, &left, &right);
+    if (a - left != 0 || b + right != OW) return 0;
+    float acc[CONV_BLOCK][4] = {{0.0f}};
+    for (int ow = 0; ow < OW;) {
+        const int np = tile_pixels(ow, OW);
+        switch (TILE_SHAPE(np, left && ow == 0, right && ow + np == OW)) {
+            TILE_CASES(GW_TILE_CASE)
+        default: return 0;
+        }
+        ow += np;
+    }
+    TK_UNROLL for (int i = 0; i < CONV_BLOCK; i++) {
+        TK_UNROLL for (int kw = 0; kw < KWC; kw++) dw[i * dw_k + kw] = acc[i][kw];
+    }
+    return 1;
+}
+
+static int gw_tiles_4_2(const gw_rows_t *t, float *dw, int dw_k) { return gw_tiles(t, dw, dw_k, 4, 2); }
+
 /* 1x1 kernels: a register block of NK output channels x NC input channels, summed over all pixels
  * (a matrix product dy . x^T over the pixels, x read with the column stride). */
 typedef struct {
@@ -1376,7 +1441,8 @@ void conv2d_grad_weight(const float *x, const float *dy, float *dw, const conv2d
         float *dwp = dw + ((size_t)k0 * Cg + cl) * KH * KW + kh * KW;
         for (int done = 0; done < nk;) {
             const int block = nk - done >= CONV_BLOCK ? CONV_BLOCK : 1;
-            for (int kw0 = 0; kw0 < KW;) {
+            const int tiled = block == CONV_BLOCK && KW == 4 && t.sw == 2 && gw_tiles_4_2(&t, dwp, dw_k);
+            for (int kw0 = 0; kw0 < KW && !tiled;) {
                 const int cols = KW - kw0 >= 3 ? 3 : 1;
                 t.kw0 = kw0;
                 gw_block_pick(block == CONV_BLOCK, cols == 3, t.sw)(&t, dwp + kw0, dw_k);
