@@ -66,6 +66,8 @@ def print_comparison(result: dict[str, Any]) -> None:
 def cmd_bench(args: argparse.Namespace, options: TrainingOptions) -> int:
     if not 1 <= args.baseline_cores <= 8:
         raise UserError(f"--baseline-cores must be between 1 and 8, got {args.baseline_cores}")
+    if not args.timeout > 0:  # NaN fails this too
+        raise UserError(f"--timeout must be > 0 seconds, got {args.timeout}")
     check_writable(args.report)
     graph = build_training_graph(args.model, options)
     batches = load_batches(graph, args.data, args.steps)

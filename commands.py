@@ -38,6 +38,8 @@ def cmd_ir(args: argparse.Namespace, options: TrainingOptions) -> int:
 def cmd_simulate(args: argparse.Namespace, options: TrainingOptions) -> int:
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
+    if not args.timeout > 0:  # NaN fails this too
+        raise UserError(f"--timeout must be > 0 seconds, got {args.timeout}")
     check_writable(args.report, args.save_params)
     graph = build_training_graph(args.model, options)
     batches = load_batches(graph, args.data, args.steps)

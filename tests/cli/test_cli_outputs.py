@@ -187,3 +187,10 @@ def test_initializer_of_an_unknown_data_type(tmp_path: Path, capsys: pytest.Capt
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "dtype67.onnx")
     assert main(["ir", str(tmp_path / "dtype67.onnx")]) == 2
     _one_line_error(capsys, "dtype67.onnx")
+
+
+@pytest.mark.parametrize("command", ["simulate", "bench"])
+@pytest.mark.parametrize("timeout", ["nan", "0", "-1"])
+def test_host_timeout_must_be_positive(capsys: pytest.CaptureFixture[str], command: str, timeout: str) -> None:
+    assert main([command, str(EXAMPLES / "mlp.onnx"), f"--timeout={timeout}"]) == 2
+    _one_line_error(capsys, "--timeout")
