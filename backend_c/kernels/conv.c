@@ -602,16 +602,149 @@ static void dw_conv3x3_grad_weight(const float *x, const float *dy, float *dw, c
     }
 }
 
-/* A 1x1 stride-1 convolution without padding is a matrix product over the flat plane: its rows are
- * one image row of H * W pixels, cut into work items of FLAT_CHUNK pixels, so narrow images (25x5)
- * still fill the 4-pixel register blocks and leave a remainder once per chunk, not once per row. */
-#define FLAT_CHUNK 32
+/* ============================ 1x1 kernels on whole planes ============================ */
+
+/* A 1x1 stride-1 convolution without padding is a matrix product over the flat plane,
+ * out[i, p] = bias[i] + sum over r of A[i, r] * B[r, p]: the forward with A = w [K, C] and B = x,
+ * the input gradient with A = w transposed and B = dy. Work items are chunks of PW_CHUNK pixels of
+ * 4 rows of out, so narrow images (DS-CNN: 25x5) still fill the 4 x 4 register blocks. The sum is
+ * unrolled by PW_UNROLL terms, each of the 8 operand pointers moving once per unrolled step. */
+#define PW_CHUNK 32
+#define PW_UNROLL 4
+
+typedef struct {
+    const float *a;    /* A at (first row of the block, 0) */
+    const float *b;    /* B at (0, first pixel of the chunk) */
+    const float *bias; /* bias of the block's first row, or NULL */
+    float *out;        /* out at (first row of the block, first pixel of the chunk) */
+    int terms;         /* terms of the sum */
+    int a_i, a_r;      /* A strides: row of out, term; one of them is 1 */
+    int plane;         /* B stride between terms, out stride between rows */
+    int pixels;        /* pixels of the chunk */
+} pw_t;
 
 static int conv_is_flat(const conv2d_params_t *p)
 {
     return p->KH == 1 && p->KW == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 &&
            p->pad_left == 0 && p->OH == p->H && p->OW == p->W;
 }
+
+/* NI rows x NP pixels from pixel px. AI1: A's rows are adjacent (a_i == 1), so one pointer per term
+ * reaches the NI rows at constant offsets; else a_r == 1 and one pointer per row reaches the terms. */
+TK_INLINE void pw_block(const pw_t *t, int px, const int NI, const int NP, const int AI1)
+{
+    float acc[CONV_BLOCK][4];
+    TK_UNROLL for (int i = 0; i < NI; i++) {
+        const float b = t->bias ? t->bias[i] : 0.0f;
+        TK_UNROLL for (int j = 0; j < NP; j++) acc[i][j] = b;
+    }
+    const int plane = t->plane, a_r = t->a_r;
+    const int NA = AI1 ? PW_UNROLL : NI; /* A pointers: one per term of a step, or one per row */
+    const float *restrict bp[PW_UNROLL];
+    const float *restrict ap[PW_UNROLL > CONV_BLOCK ? PW_UNROLL : CONV_BLOCK];
+    TK_UNROLL for (int u = 0; u < PW_UNROLL; u++) bp[u] = t->b + px + u * plane;
+    TK_UNROLL for (int q = 0; q < NA; q++) ap[q] = t->a + q * (AI1 ? a_r : t->a_i);
+    int r = 0;
+    for (; r + PW_UNROLL <= t->terms; r += PW_UNROLL) {
+        TK_UNROLL for (int u = 0; u < PW_UNROLL; u++) {
+            float bv[4];
+            TK_UNROLL for (int j = 0; j < NP; j++) bv[j] = bp[u][j];
+            TK_UNROLL for (int i = 0; i < NI; i++) {
+                const float av = AI1 ? ap[u][i] : ap[i][u];
+                TK_UNROLL for (int j = 0; j < NP; j++) TK_MAC(acc[i][j], av, bv[j]);
+            }
+        }
+        TK_UNROLL for (int u = 0; u < PW_UNROLL; u++) {
+            bp[u] += PW_UNROLL * plane;
+            TK_OPAQUE(bp[u]);
+        }
+        TK_UNROLL for (int q = 0; q < NA; q++) {
+            ap[q] += AI1 ? PW_UNROLL * a_r : PW_UNROLL;
+            TK_OPAQUE(ap[q]);
+        }
+    }
+    for (; r < t->terms; r++) {
+        TK_UNROLL for (int i = 0; i < NI; i++) {
+            const float av = AI1 ? ap[0][i] : ap[i][0];
+            TK_UNROLL for (int j = 0; j < NP; j++) TK_MAC(acc[i][j], av, bp[0][j]);
+        }
+        bp[0] += plane;
+        if (AI1) {
+            ap[0] += a_r;
+        } else {
+            TK_UNROLL for (int i = 0; i < NI; i++) ap[i]++;
+        }
+    }
+    float *restrict out = t->out + px;
+    TK_UNROLL for (int i = 0; i < NI; i++) {
+        TK_UNROLL for (int j = 0; j < NP; j++) out[i * plane + j] = acc[i][j];
+    }
+}
+
+TK_INLINE void pw_chunk(const pw_t *t, const int NI, const int AI1)
+{
+    int px = 0;
+    for (; px + 4 <= t->pixels; px += 4) pw_block(t, px, NI, 4, AI1);
+    if (px + 2 <= t->pixels) {
+        pw_block(t, px, NI, 2, AI1);
+        px += 2;
+    }
+    if (px < t->pixels) pw_block(t, px, NI, 1, AI1);
+}
+
+typedef void (*pw_chunk_fn)(const pw_t *t);
+
+#define PW_VARIANT(NI, AI1)                                                                             \
+    static void pw_chunk_##NI##_##AI1(const pw_t *t) { pw_chunk(t, NI, AI1); }
+PW_VARIANT(4, 0)
+PW_VARIANT(1, 0)
+PW_VARIANT(4, 1)
+PW_VARIANT(1, 1)
+
+/* Forward (transposed == 0: out = y, B = x) or input gradient (transposed == 1: out = dx, B = dy) of
+ * a flat 1x1 convolution. Split over (n, group, 4-row block, chunk). */
+static void pw_product(const float *w, const float *b, const float *bias, float *out, const conv2d_params_t *p,
+                       int transposed)
+{
+    const int G = p->groups, Cg = p->C / G, Kg = p->K / G, plane = p->H * p->W;
+    const int rows = transposed ? Cg : Kg, terms = transposed ? Kg : Cg;
+    const int blocks = (rows + CONV_BLOCK - 1) / CONV_BLOCK, chunks = (plane + PW_CHUNK - 1) / PW_CHUNK;
+    const pw_chunk_fn chunk4 = transposed ? pw_chunk_4_1 : pw_chunk_4_0;
+    const pw_chunk_fn chunk1 = transposed ? pw_chunk_1_1 : pw_chunk_1_0;
+    pw_t t;
+    t.terms = terms;
+    t.a_i = transposed ? 1 : Cg;
+    t.a_r = transposed ? Cg : 1;
+    t.plane = plane;
+    int first, end;
+    rt_chunk(p->N * G * blocks * chunks, &first, &end);
+    for (int item = first; item < end; item++) {
+        const int chunk = item % chunks;
+        int rest = item / chunks;
+        const int block = rest % blocks;
+        rest /= blocks;
+        const int g = rest % G, n = rest / G;
+        const int row0 = g * rows + block * CONV_BLOCK, nrows = tk_min(CONV_BLOCK, rows - block * CONV_BLOCK);
+        const int px0 = chunk * PW_CHUNK;
+        t.pixels = tk_min(PW_CHUNK, plane - px0);
+        t.a = w + (size_t)g * Kg * Cg + (size_t)block * CONV_BLOCK * t.a_i;
+        t.b = b + ((size_t)n * G * terms + (size_t)g * terms) * plane + px0;
+        t.out = out + ((size_t)n * G * rows + row0) * plane + px0;
+        t.bias = bias ? bias + row0 : NULL;
+        if (nrows == CONV_BLOCK) {
+            chunk4(&t);
+        } else {
+            for (int i = 0; i < nrows; i++) {
+                chunk1(&t);
+                t.a += t.a_i;
+                t.out += plane;
+                if (t.bias) t.bias++;
+            }
+        }
+    }
+}
+
+/* ========================= forward: dispatch, dense row loop ========================= */
 
 void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, const conv2d_params_t *p)
 {
@@ -620,6 +753,10 @@ void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, con
     const int sh = p->stride_h, sw = p->stride_w;
     if (Cg == 1 && p->KH == 3 && p->KW == 3) {
         dw_conv3x3_fwd(x, w, bias, y, p, 0);
+        return;
+    }
+    if (conv_is_flat(p)) {
+        pw_product(w, x, bias, y, p, 0);
         return;
     }
     fwd_row_t t;
@@ -638,35 +775,24 @@ void conv2d_fwd(const float *x, const float *w, const float *bias, float *y, con
     const fwd_row_fn row4 = fwd_row_pick(1, p->KW, sw);
     const fwd_row_fn row1 = fwd_row_pick(0, p->KW, sw);
 
-    const int flat = conv_is_flat(p), plane = p->OH * p->OW;
-    const int rows = flat ? (plane + FLAT_CHUNK - 1) / FLAT_CHUNK : p->OH;
     int first, end;
-    rt_chunk(p->N * G * kblocks * rows, &first, &end);
+    rt_chunk(p->N * G * kblocks * p->OH, &first, &end);
     for (int item = first; item < end; item++) {
-        const int oh = item % rows;
-        int rest = item / rows;
+        const int oh = item % p->OH;
+        int rest = item / p->OH;
         const int kb = rest % kblocks;
         rest /= kblocks;
         const int g = rest % G;
         const int n = rest / G;
         const int k0 = g * Kg + kb * CONV_BLOCK;
         const int nk = tk_min(CONV_BLOCK, Kg - kb * CONV_BLOCK);
+        const int ih0 = oh * sh - p->pad_top;
+        const int kh_lo = tk_max(0, -ih0);
+        t.nkh = tk_max(0, tk_min(p->KH, p->H - ih0) - kh_lo);
+        t.x = x + ((size_t)(n * p->C + g * Cg) * p->H + (t.nkh ? ih0 + kh_lo : 0)) * p->W;
+        t.w = w + ((size_t)k0 * Cg * p->KH + kh_lo) * p->KW;
         t.bias = bias ? bias + k0 : NULL;
-        if (flat) {
-            const int px = oh * FLAT_CHUNK;
-            t.OW = t.ow_b = tk_min(FLAT_CHUNK, plane - px);
-            t.nkh = 1;
-            t.x = x + (size_t)(n * p->C + g * Cg) * plane + px;
-            t.w = w + (size_t)k0 * Cg;
-            t.y = y + (size_t)(n * p->K + k0) * plane + px;
-        } else {
-            const int ih0 = oh * sh - p->pad_top;
-            const int kh_lo = tk_max(0, -ih0);
-            t.nkh = tk_max(0, tk_min(p->KH, p->H - ih0) - kh_lo);
-            t.x = x + ((size_t)(n * p->C + g * Cg) * p->H + (t.nkh ? ih0 + kh_lo : 0)) * p->W;
-            t.w = w + ((size_t)k0 * Cg * p->KH + kh_lo) * p->KW;
-            t.y = y + ((size_t)(n * p->K + k0) * p->OH + oh) * p->OW;
-        }
+        t.y = y + ((size_t)(n * p->K + k0) * p->OH + oh) * p->OW;
         if (nk == CONV_BLOCK) {
             row4(&t);
         } else {
@@ -972,6 +1098,10 @@ void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_
             return;
         }
     }
+    if (conv_is_flat(p)) {
+        pw_product(w, dy, NULL, dx, p, 1);
+        return;
+    }
     const int G = p->groups, Cg = p->C / G, Kg = p->K / G;
     const int cblocks = (Cg + CONV_BLOCK - 1) / CONV_BLOCK;
     const int sh = p->stride_h, sw = p->stride_w, KH = p->KH, KW = p->KW;
@@ -988,14 +1118,11 @@ void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_
     const int precomputed = sw <= MAX_PHASES;
     for (int phase = 0; precomputed && phase < sw; phase++) gin_phase_setup(&phases[phase], phase, p);
 
-    /* A flat 1x1 convolution: one row of H * W pixels per plane, in chunks (see conv2d_fwd). */
-    const int flat = conv_is_flat(p), plane = p->H * p->W;
-    const int rows = flat ? (plane + FLAT_CHUNK - 1) / FLAT_CHUNK : p->H;
     int first, end;
-    rt_chunk(p->N * G * cblocks * rows, &first, &end);
+    rt_chunk(p->N * G * cblocks * p->H, &first, &end);
     for (int item = first; item < end; item++) {
-        const int ih = flat ? 0 : item % rows, px = flat ? item % rows * FLAT_CHUNK : 0;
-        int rest = item / rows;
+        const int ih = item % p->H;
+        int rest = item / p->H;
         const int cb = rest % cblocks;
         rest /= cblocks;
         const int g = rest % G;
@@ -1024,10 +1151,9 @@ void conv2d_grad_input(const float *dy, const float *w, float *dx, const conv2d_
             t.M = ph->M;
             t.m_a = ph->m_a;
             t.m_b = ph->m_b;
-            if (flat) t.M = t.m_b = tk_min(FLAT_CHUNK, plane - px);
-            t.dy = dy + ((size_t)(n * p->K + g * Kg) * p->OH + oh0) * p->OW + px;
+            t.dy = dy + ((size_t)(n * p->K + g * Kg) * p->OH + oh0) * p->OW;
             t.w = w + (((size_t)g * Kg * Cg + cb * CONV_BLOCK) * KH + kh0) * KW + (t.nkw ? ph->kw0 : 0);
-            t.dx = dx + ((size_t)(n * p->C + c0) * p->H + ih) * p->W + phase + px;
+            t.dx = dx + ((size_t)(n * p->C + c0) * p->H + ih) * p->W + phase;
             if (nc == CONV_BLOCK) {
                 gin_row_pick(1, p, t.nkh, t.nkw)(&t);
             } else {
@@ -1273,6 +1399,19 @@ typedef struct {
     int a, b;        /* output columns whose input column is inside the image */
 } gw1_t;
 
+TK_INLINE void gw1_pixels(float acc[][CONV_BLOCK], const float *restrict const xp[], const float *restrict const dp[],
+                          int sw, const int NK, const int NC, const int NP)
+{
+    TK_UNROLL for (int j = 0; j < NP; j++) {
+        float xv[CONV_BLOCK], dv[CONV_BLOCK];
+        TK_UNROLL for (int c = 0; c < NC; c++) xv[c] = xp[c][j * sw];
+        TK_UNROLL for (int i = 0; i < NK; i++) dv[i] = dp[i][j];
+        TK_UNROLL for (int i = 0; i < NK; i++) {
+            TK_UNROLL for (int c = 0; c < NC; c++) TK_MAC(acc[i][c], dv[i], xv[c]);
+        }
+    }
+}
+
 TK_INLINE void gw1_block(const gw1_t *t, float *dw, int dw_k, const int NK, const int NC, const int SWC)
 {
     const int sw = SWC ? SWC : t->sw, a = t->a, b = t->b;
@@ -1289,29 +1428,24 @@ TK_INLINE void gw1_block(const gw1_t *t, float *dw, int dw_k, const int NK, cons
             TK_UNROLL for (int c = 0; c < NC; c++) xp[c] = xr + c * t->x_plane;
             TK_UNROLL for (int i = 0; i < NK; i++) dp[i] = dr + i * t->dy_plane;
             int ow = a;
-            for (; ow + 2 <= b; ow += 2) {
-                TK_UNROLL for (int j = 0; j < 2; j++) {
-                    float xv[CONV_BLOCK], dv[CONV_BLOCK];
-                    TK_UNROLL for (int c = 0; c < NC; c++) xv[c] = xp[c][j * sw];
-                    TK_UNROLL for (int i = 0; i < NK; i++) dv[i] = dp[i][j];
-                    TK_UNROLL for (int i = 0; i < NK; i++) {
-                        TK_UNROLL for (int c = 0; c < NC; c++) TK_MAC(acc[i][c], dv[i], xv[c]);
-                    }
-                }
+            for (; ow + 4 <= b; ow += 4) {
+                gw1_pixels(acc, xp, dp, sw, NK, NC, 4);
                 TK_UNROLL for (int c = 0; c < NC; c++) {
-                    xp[c] += 2 * sw;
+                    xp[c] += 4 * sw;
                     TK_OPAQUE(xp[c]);
                 }
                 TK_UNROLL for (int i = 0; i < NK; i++) {
-                    dp[i] += 2;
+                    dp[i] += 4;
                     TK_OPAQUE(dp[i]);
                 }
             }
-            if (ow < b) {
-                TK_UNROLL for (int i = 0; i < NK; i++) {
-                    TK_UNROLL for (int c = 0; c < NC; c++) TK_MAC(acc[i][c], dp[i][0], xp[c][0]);
-                }
+            if (ow + 2 <= b) {
+                gw1_pixels(acc, xp, dp, sw, NK, NC, 2);
+                TK_UNROLL for (int c = 0; c < NC; c++) xp[c] += 2 * sw;
+                TK_UNROLL for (int i = 0; i < NK; i++) dp[i] += 2;
+                ow += 2;
             }
+            if (ow < b) gw1_pixels(acc, xp, dp, sw, NK, NC, 1);
             xr += t->x_row_step;
             dr += t->OW;
         }
