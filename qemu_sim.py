@@ -18,6 +18,11 @@ from tinyodl.ir.graph import Graph
 from tinyodl.simulate import Batches, ReferenceRun, run_reference, save_params, save_report
 
 RTOL, ATOL = 1e-4, 1e-5   # fp32 kernels against the float64 reference
+# Updates (final minus initial parameters) are also compared, normwise: a parameter's own magnitude would
+# otherwise hide a wrong gradient whenever lr * grad is far below RTOL * |w|. The floor allows float32
+# rounding of the parameter itself, twice per step.
+UPDATE_RTOL = 1e-3
+F32_EPS = 2.0 ** -24
 
 
 @dataclass
@@ -59,7 +64,8 @@ def compare(reference: ReferenceRun, simulated: SimOutput, steps: int) -> dict[s
         if name not in simulated.params:
             return {"ok": False, "worst": {"tensor": name, "rel_err": float("inf")},
                     "reason": f"parameter {name} missing from the output"}
-        pairs.append((name, np.asarray(ref, np.float64).reshape(-1), simulated.params[name].astype(np.float64)))
+        pairs.append((name, np.asarray(ref, np.float64).reshape(-1),
+                      simulated.params[name].astype(np.float64).reshape(-1)))
     worst_name, worst_ratio, worst_rel, ok = "", -1.0, 0.0, True
     for name, ref, sim in pairs:
         diff = np.abs(sim - ref)
@@ -70,8 +76,33 @@ def compare(reference: ReferenceRun, simulated: SimOutput, steps: int) -> dict[s
         ok &= ratio <= 1.0
         if ratio > worst_ratio:
             worst_name, worst_ratio, worst_rel = name, ratio, rel
+    for name, ratio, rel in _update_errors(reference, simulated, steps):
+        ok &= ratio <= 1.0
+        if ratio > worst_ratio:
+            worst_name, worst_ratio, worst_rel = name, ratio, rel
     return {"ok": bool(ok), "worst": {"tensor": worst_name, "rel_err": worst_rel, "tolerance_ratio": worst_ratio},
-            "tolerance": {"rtol": RTOL, "atol": ATOL}}
+            "tolerance": {"rtol": RTOL, "atol": ATOL, "update_rtol": UPDATE_RTOL}}
+
+
+def _update_errors(reference: ReferenceRun, simulated: SimOutput, steps: int) -> list[tuple[str, float, float]]:
+    """(name, error / tolerance, normwise relative error) of every parameter's total update."""
+    found = []
+    for name, ref in reference.params.items():
+        initial = reference.initial.get(name)
+        if initial is None:
+            continue
+        ref_flat = np.asarray(ref, np.float64).reshape(-1)
+        expected = ref_flat - initial.reshape(-1)
+        actual = simulated.params[name].astype(np.float64).reshape(-1) - initial.reshape(-1)
+        if not expected.size:
+            continue
+        error = float(np.max(np.abs(actual - expected)))
+        scale = float(np.max(np.abs(expected)))
+        tolerance = UPDATE_RTOL * scale + 2 * steps * F32_EPS * float(np.max(np.abs(ref_flat)))
+        ratio = error / tolerance if tolerance > 0 else (0.0 if error == 0 else float("inf"))
+        found.append((f"update of {name}", ratio if np.isfinite(error) else float("inf"),
+                      error / scale if scale > 0 else error))
+    return found
 
 
 def _progress(args: argparse.Namespace, message: str) -> None:

@@ -103,11 +103,13 @@ class ReferenceRun:
     losses: list[float]
     params: dict[str, np.ndarray]        # by ONNX initializer name, after the last step
     executor: Executor
+    initial: dict[str, np.ndarray] = field(default_factory=dict)  # by ONNX initializer name, before step 0
     values: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
 def run_reference(graph: Graph, batches: Batches, keep_values: bool = False) -> ReferenceRun:
     executor = Executor(graph)
+    initial = {v.origin or v.name: executor.param(v.name).copy() for v in graph.trainable_params()}
     loss_value = graph.outputs[0]
     losses, values = [], []
     for feed in batches.steps:
@@ -116,7 +118,7 @@ def run_reference(graph: Graph, batches: Batches, keep_values: bool = False) -> 
         if keep_values:
             values.append(env)
     params = {v.origin or v.name: executor.param(v.name) for v in graph.trainable_params()}
-    return ReferenceRun(losses, params, executor, values)
+    return ReferenceRun(losses, params, executor, initial=initial, values=values)
 
 
 def check_writable(*paths: Path | None) -> None:
