@@ -607,9 +607,11 @@ static void dw_conv3x3_grad_weight(const float *x, const float *dy, float *dw, c
 /* A 1x1 stride-1 convolution without padding is a matrix product over the flat plane,
  * out[i, p] = bias[i] + sum over r of A[i, r] * B[r, p]: the forward with A = w [K, C] and B = x,
  * the input gradient with A = w transposed and B = dy. Work items are chunks of PW_CHUNK pixels of
- * 4 rows of out, so narrow images (DS-CNN: 25x5) still fill the 4 x 4 register blocks. The sum is
- * unrolled by PW_UNROLL terms, each of the 8 operand pointers moving once per unrolled step. */
-#define PW_CHUNK 32
+ * 4 rows of out, so narrow images (DS-CNN: 25x5) still fill the register blocks of 4 rows x
+ * PW_PIXELS pixels (20 sums: 4 x 6 would spill). The sum is unrolled by PW_UNROLL terms, each of the
+ * 8 operand pointers moving once per unrolled step. */
+#define PW_PIXELS 5
+#define PW_CHUNK (7 * PW_PIXELS)
 #define PW_UNROLL 4
 
 typedef struct {
@@ -633,7 +635,7 @@ static int conv_is_flat(const conv2d_params_t *p)
  * reaches the NI rows at constant offsets; else a_r == 1 and one pointer per row reaches the terms. */
 TK_INLINE void pw_block(const pw_t *t, int px, const int NI, const int NP, const int AI1)
 {
-    float acc[CONV_BLOCK][4];
+    float acc[CONV_BLOCK][PW_PIXELS];
     TK_UNROLL for (int i = 0; i < NI; i++) {
         const float b = t->bias ? t->bias[i] : 0.0f;
         TK_UNROLL for (int j = 0; j < NP; j++) acc[i][j] = b;
@@ -647,7 +649,7 @@ TK_INLINE void pw_block(const pw_t *t, int px, const int NI, const int NP, const
     int r = 0;
     for (; r + PW_UNROLL <= t->terms; r += PW_UNROLL) {
         TK_UNROLL for (int u = 0; u < PW_UNROLL; u++) {
-            float bv[4];
+            float bv[PW_PIXELS];
             TK_UNROLL for (int j = 0; j < NP; j++) bv[j] = bp[u][j];
             TK_UNROLL for (int i = 0; i < NI; i++) {
                 const float av = AI1 ? ap[u][i] : ap[i][u];
@@ -684,7 +686,11 @@ TK_INLINE void pw_block(const pw_t *t, int px, const int NI, const int NP, const
 TK_INLINE void pw_chunk(const pw_t *t, const int NI, const int AI1)
 {
     int px = 0;
-    for (; px + 4 <= t->pixels; px += 4) pw_block(t, px, NI, 4, AI1);
+    for (; px + PW_PIXELS <= t->pixels; px += PW_PIXELS) pw_block(t, px, NI, PW_PIXELS, AI1);
+    if (px + 4 <= t->pixels) {
+        pw_block(t, px, NI, 4, AI1);
+        px += 4;
+    }
     if (px + 2 <= t->pixels) {
         pw_block(t, px, NI, 2, AI1);
         px += 2;
