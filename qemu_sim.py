@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ RTOL, ATOL = 1e-4, 1e-5   # fp32 kernels against the float64 reference
 # otherwise hide a wrong gradient whenever lr * grad is far below RTOL * |w|. The floor allows float32
 # rounding of the parameter itself, twice per step.
 UPDATE_RTOL = 1e-3
+# The last step's parameter gradients, normwise: checks every backward kernel whatever the optimizer
+# (Adam's update is ill-conditioned where a gradient is near zero, SGD's is linear in it).
+GRAD_RTOL = 1e-3
 F32_EPS = 2.0 ** -24
 
 
@@ -29,17 +32,19 @@ F32_EPS = 2.0 ** -24
 class SimOutput:
     losses: list[float]
     params: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray] = field(default_factory=dict)  # of the last step
 
 
 def parse_output(stdout: str, param_names: list[str]) -> SimOutput:
+    """Read the LOSS lines and the PARAM / GRAD blocks that the generated main() prints."""
     losses: dict[int, float] = {}
-    params: dict[str, np.ndarray] = {}
+    blocks: dict[str, dict[str, np.ndarray]] = {"PARAM": {}, "GRAD": {}}
     lines = iter(stdout.splitlines())
     for line in lines:
         parts = line.split()
         if len(parts) == 3 and parts[0] == "LOSS":
             losses[int(parts[1])] = float(np.frombuffer(bytes.fromhex(parts[2])[::-1], np.float32)[0])
-        elif len(parts) == 3 and parts[0] == "PARAM":
+        elif len(parts) == 3 and parts[0] in blocks:
             index, numel = int(parts[1]), int(parts[2])
             words: list[str] = []
             for body in lines:
@@ -47,10 +52,10 @@ def parse_output(stdout: str, param_names: list[str]) -> SimOutput:
                     break
                 words.extend(body.split())
             if len(words) != numel:
-                raise ValueError(f"parameter {index}: {len(words)} words printed, {numel} expected")
+                raise ValueError(f"{parts[0].lower()} {index}: {len(words)} words printed, {numel} expected")
             raw = np.array([int(w, 16) for w in words], dtype=np.uint32)
-            params[param_names[index]] = raw.view(np.float32).copy()
-    return SimOutput([losses[i] for i in sorted(losses)], params)
+            blocks[parts[0]][param_names[index]] = raw.view(np.float32).copy()
+    return SimOutput([losses[i] for i in sorted(losses)], blocks["PARAM"], blocks["GRAD"])
 
 
 def compare(reference: ReferenceRun, simulated: SimOutput, steps: int) -> dict[str, Any]:
@@ -76,20 +81,38 @@ def compare(reference: ReferenceRun, simulated: SimOutput, steps: int) -> dict[s
         ok &= ratio <= 1.0
         if ratio > worst_ratio:
             worst_name, worst_ratio, worst_rel = name, ratio, rel
-    for name, ratio, rel in _update_errors(reference, simulated, steps):
+    for name, ratio, rel in _update_errors(reference, simulated, steps) + _grad_errors(reference, simulated):
         ok &= ratio <= 1.0
         if ratio > worst_ratio:
             worst_name, worst_ratio, worst_rel = name, ratio, rel
     return {"ok": bool(ok), "worst": {"tensor": worst_name, "rel_err": worst_rel, "tolerance_ratio": worst_ratio},
-            "tolerance": {"rtol": RTOL, "atol": ATOL, "update_rtol": UPDATE_RTOL}}
+            "tolerance": {"rtol": RTOL, "atol": ATOL, "update_rtol": UPDATE_RTOL, "grad_rtol": GRAD_RTOL}}
+
+
+def _grad_errors(reference: ReferenceRun, simulated: SimOutput) -> list[tuple[str, float, float]]:
+    """(name, error / tolerance, normwise relative error) of every parameter gradient of the last step."""
+    found = []
+    for name, expected in reference.grads.items():
+        actual = simulated.grads.get(name)
+        if actual is None:
+            found.append((f"gradient of {name}", float("inf"), float("inf")))
+            continue
+        expected_flat = np.asarray(expected, np.float64).reshape(-1)
+        error = float(np.max(np.abs(actual.astype(np.float64).reshape(-1) - expected_flat), initial=0.0))
+        scale = float(np.max(np.abs(expected_flat), initial=0.0))
+        tolerance = GRAD_RTOL * scale + 1e-30
+        ratio = error / tolerance if np.isfinite(error) else float("inf")
+        found.append((f"gradient of {name}", ratio, error / scale if scale > 0 else error))
+    return found
 
 
 def _update_errors(reference: ReferenceRun, simulated: SimOutput, steps: int) -> list[tuple[str, float, float]]:
-    """(name, error / tolerance, normwise relative error) of every parameter's total update."""
+    """(name, error / tolerance, normwise relative error) of the total update of each parameter that
+    plain SGD updates (an update linear in the gradient)."""
     found = []
     for name, ref in reference.params.items():
         initial = reference.initial.get(name)
-        if initial is None:
+        if initial is None or name not in reference.linear_updates:
             continue
         ref_flat = np.asarray(ref, np.float64).reshape(-1)
         expected = ref_flat - initial.reshape(-1)

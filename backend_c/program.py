@@ -64,5 +64,7 @@ class Program:
     regions: list[Region]
     inputs: list[Buffer]                 # per-step data inputs (pointers set by network_set_batch)
     trainable: list[tuple[str, Buffer]]  # (ONNX name, buffer)
+    # The gradient each trainable parameter's update reads (None when the loss does not reach it).
     loss: Buffer
-    input_data: list[tuple[Buffer, str, int]] = field(default_factory=list)  # (input, data symbol, numel)
+    input_data: list[tuple[Buffer, str, int]] = field(default_factory=list)
+    grads: list[Buffer | None] = field(default_factory=list)  # (input, data symbol, numel)

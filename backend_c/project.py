@@ -82,9 +82,10 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
         raise UserError(f"the model has {len(regions)} layer x phase regions; at most 2046 are supported")
     inputs = [buffers[v] for v in graph.inputs]
     trainable = [(v.origin or v.name, buffers[v]) for v in graph.trainable_params()]
-    program = Program(graph.name, cores, steps, list(_unique(buffers.values())), calls,
-                      list(regions.values()), inputs, trainable, buffers[graph.outputs[0]])
-    return program
+    grad_of = {op.inputs[0]: op.inputs[1] for op in graph.ops if op.phase is Phase.UPDATE and len(op.inputs) > 1}
+    grads = [buffers[grad_of[v]] if v in grad_of else None for v in graph.trainable_params()]
+    return Program(graph.name, cores, steps, list(_unique(buffers.values())), calls, list(regions.values()),
+                   inputs, trainable, buffers[graph.outputs[0]], grads=grads)
 
 
 def _unique(items):  # type: ignore[no-untyped-def]
