@@ -33,16 +33,20 @@ class SimOutput:
     losses: list[float]
     params: dict[str, np.ndarray]
     grads: dict[str, np.ndarray] = field(default_factory=dict)  # of the last step
+    dma: tuple[int, int, int] = (0, 0, 0)  # bytes, transfers, modelled cycles
 
 
 def parse_output(stdout: str, param_names: list[str]) -> SimOutput:
     """Read the LOSS lines and the PARAM / GRAD blocks that the generated main() prints."""
     losses: dict[int, float] = {}
     blocks: dict[str, dict[str, np.ndarray]] = {"PARAM": {}, "GRAD": {}}
+    dma = (0, 0, 0)
     lines = iter(stdout.splitlines())
     for line in lines:
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "LOSS":
+        if len(parts) == 4 and parts[0] == "DMA":
+            dma = (int(parts[1]), int(parts[2]), int(parts[3]))
+        elif len(parts) == 3 and parts[0] == "LOSS":
             losses[int(parts[1])] = float(np.frombuffer(bytes.fromhex(parts[2])[::-1], np.float32)[0])
         elif len(parts) == 3 and parts[0] in blocks:
             index, numel = int(parts[1]), int(parts[2])
@@ -55,7 +59,7 @@ def parse_output(stdout: str, param_names: list[str]) -> SimOutput:
                 raise ValueError(f"{parts[0].lower()} {index}: {len(words)} words printed, {numel} expected")
             raw = np.array([int(w, 16) for w in words], dtype=np.uint32)
             blocks[parts[0]][param_names[index]] = raw.view(np.float32).copy()
-    return SimOutput([losses[i] for i in sorted(losses)], blocks["PARAM"], blocks["GRAD"])
+    return SimOutput([losses[i] for i in sorted(losses)], blocks["PARAM"], blocks["GRAD"], dma)
 
 
 def compare(reference: ReferenceRun, simulated: SimOutput, steps: int) -> dict[str, Any]:
@@ -234,7 +238,8 @@ def build_report(graph: Graph, options: TrainingOptions, program: Any, result: A
                    "mac_per_instr": total_macs / (cores * busiest_total) if busiest_total else 0.0,
                    "cycles_est": max(per_core_cycles) if per_core_cycles else 0},
         "memory": {"l1_bytes": memory.l1_used, "l1_capacity": memory.l1_bytes, "l2_bytes": memory.l2_used,
-                   "l2_capacity": memory.l2_bytes, "dma_bytes": 0},
+                   "l2_capacity": memory.l2_bytes, "dma_bytes": simulated.dma[0], "dma_transfers": simulated.dma[1],
+                   "dma_cycles_est": simulated.dma[2]},
         "notes": "instructions and MACs are summed over all steps; instructions exclude start-up and output "
                  "(region 0); critical_path_instructions sums each layer's busiest core (cores meet at a barrier after "
                  "every kernel); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c)",
