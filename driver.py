@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tinyodl.ir.graph import Graph
+from tinyodl.ir.target import PULP8, Target
 from tinyodl.ir.text import print_graph
 from tinyodl.passes.canonicalize import Canonicalize
 from tinyodl.passes.manager import Pass, PassManager, parse_pipeline
@@ -37,6 +38,10 @@ class TrainingOptions:
     l1_bytes: int = 128 * 1024
     l2_bytes: int = 64 * 1024 * 1024
     extra: dict[str, str] = field(default_factory=dict)
+
+    def target(self) -> Target:
+        """The cluster these options describe: pulp8 with the user's core count and memory budgets."""
+        return PULP8.with_budget(cores=self.cores, l1_bytes=self.l1_bytes, l2_bytes=self.l2_bytes)
 
     def passes(self) -> list[Pass]:
         return [

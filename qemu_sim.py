@@ -228,7 +228,8 @@ def build_report(graph: Graph, options: TrainingOptions, program: Any, result: A
     critical = sum(max(layer["instructions"]) for layer in layers if layer["instructions"])
     busiest_total = max(per_core_total) if per_core_total else 0
     return {
-        "model": graph.name, "target": "qemu", "dtype": options.dtype, "cores": cores, "steps_run": steps,
+        "model": graph.name, "target": "qemu", "platform": options.target().describe(), "dtype": options.dtype,
+        "cores": cores, "steps_run": steps,
         "steps": [{"loss": loss} for loss in simulated.losses],
         "check": check,
         "layers": layers,
