@@ -139,6 +139,7 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
         "src/data.h": env.get_template("data.h.j2").render(context),
         "src/main.c": env.get_template("main.c.j2").render(context),
         "Makefile": env.get_template("Makefile.j2").render(context),
+        "README.md": env.get_template("README.md.j2").render(context),
     }
     runtime_dir = resources.files("tinyodl.runtime") / "c"
     try:  # the runtime's renderer checks the budgets against QEMU's memory, so a bad one fails here, not in ld
