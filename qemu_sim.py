@@ -171,7 +171,10 @@ def run_on_qemu(graph: Graph, batches: Batches, options: TrainingOptions, *, tim
         result = host.run_qemu(elf, options.cores, timeout, count=True, toolchain=toolchain)
         if not result.ok:
             raise SimulationFailed(f"simulation failed: {result.failure}")
-        simulated = parse_output(result.stdout, [name for name, _ in program.trainable])
+        try:
+            simulated = parse_output(result.stdout, [name for name, _ in program.trainable])
+        except (ValueError, IndexError) as exc:
+            raise SimulationFailed(f"the program's output is malformed: {exc}") from None
         check = compare(reference, simulated, len(batches.steps))
         report = build_report(graph, options, program, result, simulated, check, memory)
         return QemuRun(report, simulated, reference)
