@@ -10,6 +10,11 @@
  * The micro-kernels are written once with `const int` shape parameters (channels per block, pixels per
  * block, kernel width, stride) and instantiated for the common cases (3x3 and 1x1 kernels, stride 1
  * and 2) plus a generic case where the width and stride are runtime values.
+ *
+ * Narrow images (DS-CNN: 25x5) leave row-sized blocks little to do, so three shapes have their own
+ * paths: depthwise 3x3 walks vertical strips of a channel plane with the kernel in registers;
+ * width-4 stride-2 kernels (keyword-spotting stems) cover a row with tiles whose end pixels may lose
+ * one kernel column at compile time; 1x1 stride-1 convolutions are matrix products over whole planes.
  */
 #include <stddef.h>
 
