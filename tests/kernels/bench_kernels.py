@@ -29,7 +29,7 @@ CFLAGS = ["-march=rv32imafc", "-mabi=ilp32f", "-mcmodel=medany", "-O2", "-std=c1
 
 def build(out_dir: pathlib.Path, batch: int) -> pathlib.Path:
     elf = out_dir / "bench.elf"
-    sources = [BENCH / "crt0.S", BENCH / "bench_main.c", KERNELS / "conv.c", KERNELS / "linear.c"]
+    sources = [BENCH / "crt0.S", BENCH / "bench_main.c", *sorted(KERNELS.glob("conv*.c")), KERNELS / "linear.c"]
     cmd = ["riscv64-unknown-elf-gcc", *CFLAGS, f"-DBENCH_N={batch}", f"-I{BENCH}", f"-I{KERNELS}",
            *map(str, sources), "-nostartfiles", "-T", str(BENCH / "link.ld"), "-Wl,--gc-sections",
            "-o", str(elf)]
