@@ -25,7 +25,6 @@ from tinyodl.ir.registry import op_macs
 from tinyodl.ir.types import Phase, Role
 from tinyodl.runtime.host import render_linker_script
 
-KERNEL_FILES = ("conv.c", "linear.c", "pool.c", "elementwise.c", "norm.c", "loss.c", "optim.c", "broadcast.c")
 _PREFIX = {Role.INPUT: "in_", Role.PARAM: "p_", Role.CONST: "c_", Role.STATE: "s_", Role.ACT: "a_",
            Role.GRAD: "g_", Role.LOSS: "a_"}
 STACK_BYTES = 16 * 1024
@@ -131,7 +130,7 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     l2_bytes = sum(b.nbytes for b in program.buffers if b.alias_of is None and b.kind != "input")
     context = {"program": program, "model": comment_text(graph.name), "input_data": data,
                "l1_bytes": options.l1_bytes, "l2_bytes": options.l2_bytes, "stack_bytes": STACK_BYTES,
-               "num_cores": options.cores, "kernel_files": KERNEL_FILES, "static_bytes": l2_bytes}
+               "num_cores": options.cores, "static_bytes": l2_bytes}
     files = {
         "src/network.h": env.get_template("network.h.j2").render(context),
         "src/network.c": env.get_template("network.c.j2").render(context),
