@@ -1,4 +1,4 @@
-"""The `tinyodl` command line: compile, simulate, ir, doctor."""
+"""tinyodl: compile ONNX models into on-device training steps for RISC-V clusters, simulate and check them."""
 
 from __future__ import annotations
 
@@ -81,13 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate", parents=[parent], help="run training steps and check them")
     simulate.add_argument("model", type=Path)
-    simulate.add_argument("--target", choices=["qemu", "reference"], default="qemu")
-    simulate.add_argument("--data", type=Path, default=None)
-    simulate.add_argument("--steps", type=int, default=1)
-    simulate.add_argument("--report", type=Path, default=None)
-    simulate.add_argument("--save-params", type=Path, default=None)
+    simulate.add_argument("--target", choices=["qemu", "reference"], default="qemu",
+                          help="qemu: build and run on the simulated cluster, checked against the reference; "
+                               "reference: the numpy reference only")
+    simulate.add_argument("--data", type=Path, default=None,
+                          help=".npz with one array per model input plus 'target'; row s*B+i is sample i of step s "
+                               "(default: a deterministic random batch)")
+    simulate.add_argument("--steps", type=int, default=1, help="training steps to run (default 1)")
+    simulate.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    simulate.add_argument("--save-params", type=Path, default=None,
+                          help="write the trained parameters (.npz, by initializer name)")
     simulate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
-    simulate.add_argument("--quiet", action="store_true")
+    simulate.add_argument("--quiet", action="store_true", help="no progress messages")
     simulate.add_argument("--build-dir", type=Path, default=None, help="keep the generated project here")
 
     compile_ = sub.add_parser("compile", parents=[parent], help="emit a self-contained C project")
