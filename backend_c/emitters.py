@@ -179,7 +179,13 @@ def emit_shape(op: Op, ctx: EmitContext) -> str:
         return f"col_sum({ctx.buf(x)}, {ctx.buf(y)}, {outer}, {x.type.numel // outer}, {c_float(scale)});"
     if trail:
         return f"row_sum({ctx.buf(x)}, {ctx.buf(y)}, {x.type.numel // outer}, {outer}, {c_float(scale)});"
-    raise BackendError(f"reduce_sum over axes {list(axes)} of {list(x.shape)}")
+    if rank > 4:
+        raise BackendError(f"reduce_sum over axes {list(axes)} of a rank-{rank} tensor (at most 4)")
+    shape4 = [1] * (4 - rank) + list(x.shape)
+    mask = [0] * (4 - rank) + [int(i in axes) for i in range(rank)]
+    shape = ctx.ints(f"{y.name}_shape", shape4)
+    reduce = ctx.ints(f"{y.name}_reduce", mask)
+    return f"reduce_sum_nd({ctx.buf(x)}, {ctx.buf(y)}, {shape}, {reduce}, {c_float(scale)});"
 
 
 # -- pooling ------------------------------------------------------------------------------------

@@ -19,3 +19,42 @@ void broadcast_nd(const float *x, float *y, const int shape[4], const int x_stri
         y[index] = s * x[i0 * x_strides[0] + i1 * x_strides[1] + i2 * x_strides[2] + i3 * x_strides[3]];
     }
 }
+
+void reduce_sum_nd(const float *x, float *y, const int shape[4], const int reduce[4], float s)
+{
+    /* Output dims are the kept dims in order; strides of x are dense row-major over `shape`. */
+    int strides[4];
+    strides[3] = 1;
+    for (int axis = 2; axis >= 0; --axis)
+        strides[axis] = strides[axis + 1] * shape[axis + 1];
+    int kept = 1, reduced = 1;
+    for (int axis = 0; axis < 4; ++axis) {
+        if (reduce[axis])
+            reduced *= shape[axis];
+        else
+            kept *= shape[axis];
+    }
+    int start, end;
+    rt_chunk(kept, &start, &end);
+    for (int out = start; out < end; ++out) {
+        int base = 0, rest = out;
+        for (int axis = 3; axis >= 0; --axis) {
+            if (!reduce[axis]) {
+                base += (rest % shape[axis]) * strides[axis];
+                rest /= shape[axis];
+            }
+        }
+        float total = 0.0f;
+        for (int r = 0; r < reduced; ++r) {
+            int offset = 0, left = r;
+            for (int axis = 3; axis >= 0; --axis) {
+                if (reduce[axis]) {
+                    offset += (left % shape[axis]) * strides[axis];
+                    left /= shape[axis];
+                }
+            }
+            total += x[base + offset];
+        }
+        y[out] = s * total;
+    }
+}

@@ -5,4 +5,9 @@
  * that axis). Split over the elements of y. */
 void broadcast_nd(const float *x, float *y, const int shape[4], const int x_strides[4], float s);
 
+/* y = s * the sum of x (dense, `shape`) over the axes with reduce[d] != 0; y holds the kept axes in order.
+ * A general fallback for reductions the specialised kernels (channel_sum, col_sum, row_sum) do not cover.
+ * Split over the elements of y; each is summed in a fixed order, independent of the core count. */
+void reduce_sum_nd(const float *x, float *y, const int shape[4], const int reduce[4], float s);
+
 #endif

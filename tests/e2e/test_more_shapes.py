@@ -62,3 +62,28 @@ def test_depthwise_multiplier_and_padded_pooling(tmp_path: Path, toolchain, core
     assert "conv2d_grad_input" in backward["dw_mult2"] and "conv2d_grad_weight" in backward["dw_mult2"]
     ops = {op for layer in data["layers"] for op in layer["op"].split("+")}
     assert {"avgpool2d_grad", "maxpool2d_grad", "tanh_grad"} <= ops
+
+
+def test_broadcast_parameter_gradient_over_middle_axes(tmp_path: Path, toolchain) -> None:
+    """An Add of a [C, 1, W] parameter reduces its gradient over batch and height: the generic reduction."""
+    rng = np.random.default_rng(17)
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             n("Add", ["c", "p"], ["a"], name="add_cw"),
+             n("Sigmoid", ["a"], ["s"], name="sigmoid"),
+             n("GlobalAveragePool", ["s"], ["g"], name="gap"),
+             n("Flatten", ["g"], ["logits"], name="flatten")]
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), name)
+             for name, s in [("w", (4, 3, 3, 3)), ("p", (4, 1, 5))]]
+    graph = helper.make_graph(nodes, "middle_axes", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                   [2, 3, 6, 5])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 4])], inits)
+    model = tmp_path / "middle.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    report = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "tinyodl", "simulate", str(model), "--steps", "2", "--cores", "3",
+                             "--lr", "0.5", "--quiet", "--report", str(report), "--build-dir", str(tmp_path / "b")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(report.read_text())["check"]["ok"]
+    assert "reduce_sum_nd(" in (tmp_path / "b" / "src" / "network.c").read_text()
