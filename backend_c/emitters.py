@@ -139,17 +139,16 @@ def emit_elementwise(op: Op, ctx: EmitContext) -> str:
         return f"clip({names[0]}, {y}, {n}, {c_float(op.attrs['min'])}, {c_float(op.attrs['max'])});"
     if op.type == "clip_grad":
         return f"clip_grad({names[0]}, {names[1]}, {y}, {n}, {c_float(op.attrs['min'])}, {c_float(op.attrs['max'])});"
-    rows, cols = _rows_cols(op)
-    if op.type == "softmax":
-        return f"softmax_fwd({names[0]}, {y}, {rows}, {cols});"
-    return f"softmax_grad({names[0]}, {names[1]}, {y}, {rows}, {cols});"
-
-
-def _rows_cols(op: Op) -> tuple[int, int]:
     shape = op.inputs[0].shape
-    if op.attrs["axis"] not in (-1, len(shape) - 1):
-        raise BackendError(f"softmax along axis {op.attrs['axis']} of {list(shape)} (only the last axis)")
-    return int(np.prod(shape[:-1])), shape[-1]
+    axis = op.attrs["axis"] % len(shape)
+    outer, length, inner = int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1:]))
+    if inner == 1:
+        if op.type == "softmax":
+            return f"softmax_fwd({names[0]}, {y}, {outer}, {length});"
+        return f"softmax_grad({names[0]}, {names[1]}, {y}, {outer}, {length});"
+    if op.type == "softmax":
+        return f"softmax_axis_fwd({names[0]}, {y}, {outer}, {length}, {inner});"
+    return f"softmax_axis_grad({names[0]}, {names[1]}, {y}, {outer}, {length}, {inner});"
 
 
 # -- reductions and broadcasts (reshape is an alias and emits nothing) ---------------------------

@@ -87,3 +87,29 @@ def test_broadcast_parameter_gradient_over_middle_axes(tmp_path: Path, toolchain
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(report.read_text())["check"]["ok"]
     assert "reduce_sum_nd(" in (tmp_path / "b" / "src" / "network.c").read_text()
+
+
+def test_softmax_over_channels_in_the_middle(tmp_path: Path, toolchain) -> None:
+    """A softmax along axis 1 of an NCHW tensor, followed by more layers: the strided softmax kernels."""
+    rng = np.random.default_rng(19)
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             n("Softmax", ["c"], ["s"], name="channel_softmax", axis=1),
+             n("Conv", ["s", "w2"], ["c2"], name="conv2"),
+             n("GlobalAveragePool", ["c2"], ["g"], name="gap"),
+             n("Flatten", ["g"], ["logits"], name="flatten")]
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.7).astype(np.float32), name)
+             for name, s in [("w", (5, 2, 3, 3)), ("w2", (3, 5, 1, 1))]]
+    graph = helper.make_graph(nodes, "channel_softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                       [2, 2, 4, 3])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 3])], inits)
+    model = tmp_path / "softmax.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    report = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "tinyodl", "simulate", str(model), "--steps", "2", "--cores", "5",
+                             "--lr", "0.5", "--quiet", "--report", str(report), "--build-dir", str(tmp_path / "b")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(report.read_text())["check"]["ok"]
+    network_c = (tmp_path / "b" / "src" / "network.c").read_text()
+    assert "softmax_axis_fwd(" in network_c and "softmax_axis_grad(" in network_c

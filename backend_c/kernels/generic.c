@@ -1,5 +1,8 @@
-/* Broadcast with scaling: the gradient of a sum reduction (and of global average pooling). */
-#include "broadcast.h"
+/* Generic strided kernels: broadcast, reductions and softmax along any axis. They cover the shapes the
+ * specialised kernels do not; simple loops, split over output elements or rows. */
+#include "generic.h"
+
+#include <math.h>
 
 #include "tinyodl_rt.h"
 
@@ -56,5 +59,42 @@ void reduce_sum_nd(const float *x, float *y, const int shape[4], const int reduc
             total += x[base + offset];
         }
         y[out] = s * total;
+    }
+}
+
+/* x viewed as [outer, len, inner]: softmax along the middle axis. Split over the outer x inner lines. */
+void softmax_axis_fwd(const float *x, float *y, int outer, int len, int inner)
+{
+    int start, end;
+    rt_chunk(outer * inner, &start, &end);
+    for (int line = start; line < end; ++line) {
+        const float *src = x + (line / inner) * len * inner + line % inner;
+        float *dst = y + (line / inner) * len * inner + line % inner;
+        float peak = src[0];
+        for (int i = 1; i < len; ++i)
+            peak = src[i * inner] > peak ? src[i * inner] : peak;
+        float total = 0.0f;
+        for (int i = 0; i < len; ++i) {
+            dst[i * inner] = expf(src[i * inner] - peak);
+            total += dst[i * inner];
+        }
+        float inverse = 1.0f / total;
+        for (int i = 0; i < len; ++i)
+            dst[i * inner] *= inverse;
+    }
+}
+
+/* dx = y * (dy - sum(dy * y)) along the middle axis of [outer, len, inner]. */
+void softmax_axis_grad(const float *dy, const float *y, float *dx, int outer, int len, int inner)
+{
+    int start, end;
+    rt_chunk(outer * inner, &start, &end);
+    for (int line = start; line < end; ++line) {
+        int base = (line / inner) * len * inner + line % inner;
+        float dot = 0.0f;
+        for (int i = 0; i < len; ++i)
+            dot = __builtin_fmaf(dy[base + i * inner], y[base + i * inner], dot);
+        for (int i = 0; i < len; ++i)
+            dx[base + i * inner] = y[base + i * inner] * (dy[base + i * inner] - dot);
     }
 }
