@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -37,7 +37,6 @@ class TrainingOptions:
     cores: int = 8
     l1_bytes: int = 128 * 1024
     l2_bytes: int = 64 * 1024 * 1024
-    extra: dict[str, str] = field(default_factory=dict)
 
     def target(self) -> Target:
         """The cluster these options describe: pulp8 with the user's core count and memory budgets."""

@@ -18,10 +18,6 @@ class Buffer:
     init: str = ""        # C initializer list for params/consts/state, empty for zeros
 
     @property
-    def storage(self) -> Buffer:
-        return self.alias_of.storage if self.alias_of is not None else self
-
-    @property
     def nbytes(self) -> int:
         return self.numel * 4
 
@@ -66,5 +62,4 @@ class Program:
     trainable: list[tuple[str, Buffer]]  # (ONNX name, buffer)
     # The gradient each trainable parameter's update reads (None when the loss does not reach it).
     loss: Buffer
-    input_data: list[tuple[Buffer, str, int]] = field(default_factory=list)
     grads: list[Buffer | None] = field(default_factory=list)  # (input, data symbol, numel)

@@ -83,16 +83,8 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
     trainable = [(v.origin or v.name, buffers[v]) for v in graph.trainable_params()]
     grad_of = {op.inputs[0]: op.inputs[1] for op in graph.ops if op.phase is Phase.UPDATE and len(op.inputs) > 1}
     grads = [buffers[grad_of[v]] if v in grad_of else None for v in graph.trainable_params()]
-    return Program(graph.name, cores, steps, list(_unique(buffers.values())), calls, list(regions.values()),
+    return Program(graph.name, cores, steps, list(buffers.values()), calls, list(regions.values()),
                    inputs, trainable, buffers[graph.outputs[0]], grads=grads)
-
-
-def _unique(items):  # type: ignore[no-untyped-def]
-    seen = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen
 
 
 def _initializer(data: np.ndarray) -> str:
@@ -105,7 +97,7 @@ def _initializer(data: np.ndarray) -> str:
     return ",\n    ".join(lines)
 
 
-def _input_data(graph: Graph, batches: list[dict[str, np.ndarray]], buffer: Buffer) -> str:
+def _input_data(batches: list[dict[str, np.ndarray]], buffer: Buffer) -> str:
     chunks = []
     for feed in batches:
         array = np.asarray(feed[buffer.value_name])
@@ -126,7 +118,7 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
                    ) -> tuple[Program, dict[str, str]]:
     program = lower_to_program(graph, len(batches), options.cores)
     env = _environment()
-    data = {b.symbol: _input_data(graph, batches, b) for b in program.inputs}
+    data = {b.symbol: _input_data(batches, b) for b in program.inputs}
     l2_bytes = sum(b.nbytes for b in program.buffers if b.alias_of is None and b.kind != "input")
     context = {"program": program, "model": comment_text(graph.name), "input_data": data,
                "l1_bytes": options.l1_bytes, "l2_bytes": options.l2_bytes, "stack_bytes": STACK_BYTES,

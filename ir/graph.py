@@ -158,12 +158,6 @@ class Graph:
         for op in self.ops:
             yield from op.outputs
 
-    def value(self, name: str) -> Value:
-        for value in self.all_values():
-            if value.name == name:
-                return value
-        raise KeyError(name)
-
     def uses(self) -> dict[Value, list[Op]]:
         table: dict[Value, list[Op]] = {value: [] for value in self.all_values()}
         for op in self.ops:
