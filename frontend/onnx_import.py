@@ -8,7 +8,15 @@ Operands known at import time (Reshape shapes, Clip bounds) are folded into attr
 from __future__ import annotations
 
 from tinyodl.frontend.errors import FrontendError
-from tinyodl.frontend.onnx_load import DEFAULT_DOMAINS, Source, data_inputs, load_model, tensor_array
+from tinyodl.frontend.onnx_load import (
+    DEFAULT_DOMAINS,
+    Source,
+    data_inputs,
+    first_line,
+    load_model,
+    shown,
+    tensor_array,
+)
 from tinyodl.frontend.onnx_ops import CONVERTERS, ImportState, NodeContext
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.types import DType, TensorType
@@ -29,7 +37,11 @@ def import_onnx(path_or_model: Source, *, batch: int | None = None) -> Graph:
     for vi in data_inputs(onnx_graph):
         state.values[vi.name] = graph.add_input(vi.name, TensorType(loaded.shapes[vi.name], DType.F32))
     for name, init in loaded.initializers.items():
-        state.constants[name] = tensor_array(init)
+        try:
+            state.constants[name] = tensor_array(init)
+        except ValueError as exc:  # storage numpy cannot decode (the sizes are checked when loading)
+            raise FrontendError(f"{loaded.where}: initializer '{shown(name)}' cannot be decoded: "
+                                f"{first_line(exc)}") from None
         state.initializers.add(name)
     state.consumed = {name for node in onnx_graph.node for name in node.input}
     state.consumed |= {vi.name for vi in onnx_graph.output}

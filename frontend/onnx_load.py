@@ -6,6 +6,7 @@ data input and every node output has a static shape.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,19 @@ from tinyodl.frontend.errors import FrontendError
 
 MIN_OPSET, MAX_OPSET = 13, 21
 DEFAULT_DOMAINS = ("", "ai.onnx")
+# No tensor of a 32-bit target can be larger (kernels index with a signed int). Checking the product of the
+# declared dims against it refuses absurd shapes before anything is allocated or read.
+MAX_TENSOR_BYTES = 2**31 - 1
+# Which typed field holds a tensor's elements when it has no raw_data, and how many entries one element takes.
+_TYPED_FIELDS: dict[int, tuple[str, int]] = {
+    onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.COMPLEX64: ("float_data", 2),
+    onnx.TensorProto.DOUBLE: ("double_data", 1), onnx.TensorProto.COMPLEX128: ("double_data", 2),
+    onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.UINT32: ("uint64_data", 1),
+    onnx.TensorProto.UINT64: ("uint64_data", 1), onnx.TensorProto.STRING: ("string_data", 1),
+    **{dtype: ("int32_data", 1) for dtype in (
+        onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT8, onnx.TensorProto.BOOL, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)},
+}
 
 Source = str | os.PathLike[str] | onnx.ModelProto
 
@@ -39,7 +53,13 @@ class LoadedModel:
 
 def first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return shown(lines[0]) if lines else type(exc).__name__
+
+
+def shown(text: str) -> str:
+    """`text` with control and other unprintable characters escaped as repr() does, so that a hostile file
+    or tensor name cannot break an error message over several lines or drive the terminal."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def load_model(source: Source, batch: int | None = None) -> LoadedModel:
@@ -69,7 +89,7 @@ def _read(source: Source) -> tuple[onnx.ModelProto, str, str]:
         name = source.graph.name or "model"
         return model, f"model '{name}'", name
     path = Path(source)
-    where = str(path)
+    where = shown(str(path))
     if not path.exists():
         raise FrontendError(f"{where}: no such file")
     try:
@@ -86,11 +106,71 @@ def _read(source: Source) -> tuple[onnx.ModelProto, str, str]:
     bad_text = _undecodable_text(model)
     if bad_text is not None:
         raise FrontendError(f"{where}: invalid ONNX model: a '{bad_text}' string is not UTF-8")
+    for tensor in _tensors(model.graph):
+        _check_declared_size(tensor, where)
     try:
         external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except OSError as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        # onnx refuses a missing file or one outside the model's folder with ValidationError, a bad offset or
+        # length with ValueError
         raise FrontendError(f"{where}: cannot read external tensor data ({first_line(exc)})") from None
+    for tensor in _tensors(model.graph):
+        _check_stored_size(tensor, where)
     return model, where, path.stem
+
+
+def _tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """The initializers and the Constant nodes' tensors of a graph (not of subgraphs: those are refused as
+    unsupported operators later)."""
+    found = list(graph.initializer)
+    for node in graph.node:
+        found += [attr.t for attr in node.attribute if attr.type == onnx.AttributeProto.TENSOR]
+    return found
+
+
+def _check_declared_size(tensor: onnx.TensorProto, where: str) -> None:
+    what = f"{where}: tensor '{shown(tensor.name)}'"
+    if tensor.data_type not in _ELEMENT_BYTES:
+        raise FrontendError(f"{what} has an undefined element type (enum value {tensor.data_type})")
+    if any(dim < 0 for dim in tensor.dims):
+        raise FrontendError(f"{what} has a negative dimension {list(tensor.dims)}")
+    numel = math.prod(int(dim) for dim in tensor.dims)
+    if numel * max(_ELEMENT_BYTES[tensor.data_type], 1) > MAX_TENSOR_BYTES:
+        raise FrontendError(f"{what} declares shape {list(tensor.dims)} ({numel} elements), larger than any "
+                            f"tensor a 32-bit target can hold")
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        for entry in tensor.external_data:
+            if entry.key in ("offset", "length") and not (entry.value.isascii() and entry.value.isdigit()):
+                raise FrontendError(f"{what}: external data {entry.key} '{shown(entry.value)}' is not a "
+                                    "non-negative integer")
+
+
+def _check_stored_size(tensor: onnx.TensorProto, where: str) -> None:
+    """The number of stored elements must match the dims: numpy_helper would fail with a reshape error."""
+    numel = math.prod(int(dim) for dim in tensor.dims)
+    if tensor.HasField("raw_data"):
+        element_bytes = _ELEMENT_BYTES[tensor.data_type]
+        if tensor.data_type not in _PACKED and element_bytes and len(tensor.raw_data) != numel * element_bytes:
+            raise FrontendError(f"{where}: tensor '{shown(tensor.name)}' stores {len(tensor.raw_data)} bytes, its "
+                                f"shape {list(tensor.dims)} needs {numel * element_bytes}")
+        return
+    field_name, per_element = _TYPED_FIELDS.get(tensor.data_type, ("", 0))
+    if field_name and len(getattr(tensor, field_name)) != numel * per_element:
+        stored = len(getattr(tensor, field_name)) // per_element
+        raise FrontendError(f"{where}: tensor '{shown(tensor.name)}' stores {stored} elements, its shape "
+                            f"{list(tensor.dims)} has {numel}")
+
+
+def _element_bytes() -> dict[int, int]:
+    """Bytes per element of every defined element type as numpy holds it (one byte for sub-byte types)."""
+    return {value: 0 if name == "STRING" else np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value)).itemsize
+            for name, value in onnx.TensorProto.DataType.items() if name != "UNDEFINED"}
+
+
+# Sub-byte types pack several elements per stored byte; their raw size is not numel * itemsize.
+_PACKED = {value for name, value in onnx.TensorProto.DataType.items()
+           if name.startswith(("INT4", "UINT4", "INT2", "UINT2", "FLOAT4", "FLOAT6"))}
+_ELEMENT_BYTES = _element_bytes()
 
 
 def _undecodable_text(message: Message) -> str | None:
@@ -184,6 +264,14 @@ def _require_static_inputs(model: onnx.ModelProto) -> None:
             if dim.dim_value < 1:
                 raise FrontendError(f"input '{vi.name}' has an empty dimension (axis {axis} is "
                                     f"{dim.dim_value}); tinyodl needs sizes >= 1")
+        _check_shape_size(f"input '{shown(vi.name)}'", [dim.dim_value for dim in tensor_type.shape.dim])
+
+
+def _check_shape_size(what: str, shape: list[int]) -> None:
+    numel = math.prod(shape)
+    if numel * 4 > MAX_TENSOR_BYTES:
+        raise FrontendError(f"{what} has shape {shape} ({numel} elements), larger than any tensor a 32-bit "
+                            "target can hold")
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -196,6 +284,7 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
         dims = tensor_type.shape.dim
         if all(dim.HasField("dim_value") for dim in dims):
             shapes[vi.name] = tuple(int(dim.dim_value) for dim in dims)
+            _check_shape_size(f"tensor '{shown(vi.name)}'", list(shapes[vi.name]))
     for init in graph.initializer:
         shapes[init.name] = tuple(int(d) for d in init.dims)
     return shapes

@@ -45,11 +45,15 @@ class ImportState:
         if name not in self.constants:
             raise KeyError(name)
         data = self.constants[name]
+        kind = "initializer" if name in self.initializers else "constant"
         if data.dtype != np.float32:
-            kind = "initializer" if name in self.initializers else "constant"
             raise FrontendError(f"{kind} '{name}' has element type {data.dtype} and is used as a tensor; "
                                 "tinyodl supports float32 only")
-        role = Role.PARAM if name in self.initializers else Role.CONST
+        if not np.all(np.isfinite(data)):
+            bad = int(np.count_nonzero(~np.isfinite(data)))
+            raise FrontendError(f"{kind} '{name}' holds NaN or infinity ({bad} of {data.size} elements); "
+                                "tinyodl refuses non-finite parameters and constants")
+        role = Role.PARAM if kind == "initializer" else Role.CONST
         value = self.graph.add_param(name, data, TensorType(data.shape, DType.F32), role=role,
                                      trainable=False)
         self.values[name] = value
