@@ -26,6 +26,8 @@ class Value:
     trainable: bool = False
     # Where the value came from in the ONNX model (initializer or tensor name); used for reports and C names.
     origin: str = ""
+    # Byte offset in the static L2 arena, set by the memory pass (a reshape view shares its source's).
+    l2_offset: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -60,6 +62,33 @@ class Op:
         return f"Op({self.type} {self.phase.value} {self.node!r})"
 
 
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One value's place in the L2 arena: bytes reserved from `offset`, live from op `first` to op `last`
+    (indices into Graph.ops; -1 .. len(ops) for values that persist across steps). `shares` names the value
+    whose storage this one took over in place ("" when none)."""
+
+    name: str
+    offset: int
+    size: int
+    first: int
+    last: int
+    shares: str = ""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The static L2 arena of one training step. `peak_bytes` is the arena size; `lower_bound_bytes` the
+    largest total of simultaneously live bytes (no placement can do better for this op order);
+    `naive_bytes` what one buffer per value would take; `peak_op` the op index where the peak is reached."""
+
+    peak_bytes: int
+    peak_op: int
+    naive_bytes: int
+    lower_bound_bytes: int
+    tensors: tuple[PlannedTensor, ...]
+
+
 class Graph:
     """Ops in topological order plus the graph-level values they read."""
 
@@ -72,6 +101,8 @@ class Graph:
         self.outputs: list[Value] = []
         # Initial contents of parameters, constants and state, by value name.
         self.initial: dict[str, np.ndarray] = {}
+        # The memory pass's summary of the L2 arena; None before that pass ran.
+        self.memory_plan: MemoryPlan | None = None
         self._names: set[str] = set()
 
     # -- construction -------------------------------------------------------------------------

@@ -8,6 +8,9 @@
       sgd_update(%conv1.weight, %y.grad) {lr = 0.01, ...} update "Conv_0"
       return %loss
     }
+
+After the memory pass every value's type is followed by `at OFFSET`, its byte offset in the L2 arena
+(`param %w : 6x1x5x5xf32 at 0 trainable`, `... : act<1x6x28x28xf32> at 4096 forward "Conv_0"`).
 """
 
 from __future__ import annotations
@@ -54,8 +57,12 @@ def format_op(op: Op) -> str:
     if op.attrs:
         text += " {" + ", ".join(f"{k} = {format_attr(op.attrs[k])}" for k in sorted(op.attrs)) + "}"
     if op.outputs:
-        text += " : " + ", ".join(f"{v.role.value}<{_type_text(v.type)}>" for v in op.outputs)
+        text += " : " + ", ".join(f"{v.role.value}<{_type_text(v.type)}>{_placement(v)}" for v in op.outputs)
     return text + f" {op.phase.value} {json.dumps(op.node)}"
+
+
+def _placement(value: Value) -> str:
+    return "" if value.l2_offset is None else f" at {value.l2_offset}"
 
 
 def _type_text(t: TensorType) -> str:
@@ -66,7 +73,7 @@ def _type_text(t: TensorType) -> str:
 
 def _declaration(value: Value) -> str:
     keyword = {Role.INPUT: "input", Role.PARAM: "param", Role.CONST: "const", Role.STATE: "state"}[value.role]
-    text = f"{keyword} {value_ref(value)} : {_type_text(value.type)}"
+    text = f"{keyword} {value_ref(value)} : {_type_text(value.type)}{_placement(value)}"
     if value.trainable:
         text += " trainable"
     if value.origin and value.origin != value.name:
@@ -76,11 +83,25 @@ def _declaration(value: Value) -> str:
 
 def print_graph(graph: Graph) -> str:
     lines = [f"graph @{json.dumps(graph.name)} {{"]
+    if graph.memory_plan is not None:
+        lines.append(f"  // {_plan_summary(graph)}")
     lines += [f"  {_declaration(v)}" for v in graph.graph_values()]
     lines += [f"  {format_op(op)}" for op in graph.ops]
     lines.append("  return " + ", ".join(value_ref(v) for v in graph.outputs))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _plan_summary(graph: Graph) -> str:
+    """One comment line; the parser skips it, the offsets on the values carry the plan itself."""
+    plan = graph.memory_plan
+    assert plan is not None
+    where = ""
+    if 0 <= plan.peak_op < len(graph.ops):
+        op = graph.ops[plan.peak_op]
+        where = f" at op #{plan.peak_op} {op.type} {json.dumps(op.node)}"
+    return (f"l2 plan: peak {plan.peak_bytes} B{where}, lower bound {plan.lower_bound_bytes} B, "
+            f"naive {plan.naive_bytes} B")
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -173,6 +194,16 @@ def _parse_attr(line: _Line) -> AttrValue:
     raise line.error(f"expected an attribute value, found {text!r}")
 
 
+def _parse_placement(line: _Line) -> int | None:
+    """The optional `at OFFSET` after a type: the value's byte offset in the L2 arena."""
+    if not line.accept("ident", "at"):
+        return None
+    text = line.take("number")
+    if not text.isdigit():
+        raise line.error(f"L2 offset must be a non-negative integer, found {text!r}")
+    return int(text)
+
+
 def _lines(text: str) -> Iterator[_Line]:
     for lineno, raw in enumerate(text.splitlines(), 1):
         stripped = raw.strip()
@@ -228,6 +259,7 @@ def _parse_declaration(line: _Line, graph: Graph, values: dict[str, Value]) -> N
     name = _value_name(line.take("value"))
     line.take("punct", ":")
     type_ = _parse_type(line)
+    offset = _parse_placement(line)
     trainable = line.accept("ident", "trainable")
     origin = json.loads(line.take("string")) if line.accept("ident", "from") else ""
     line.end()
@@ -243,6 +275,7 @@ def _parse_declaration(line: _Line, graph: Graph, values: dict[str, Value]) -> N
                                 trainable=trainable, origin=origin)
         del graph.initial[name]  # the text carries no tensor contents
     value.trainable = trainable  # kept on any declaration, so the verifier can reject a trainable input
+    value.l2_offset = offset
     values[name] = value
 
 
@@ -278,11 +311,13 @@ def _parse_op(line: _Line, graph: Graph, values: dict[str, Value], lookup) -> Op
             line.take("punct", "<")
             type_ = _parse_type(line)
             line.take("punct", ">")
+            offset = _parse_placement(line)
             if name in values:
                 raise line.error(f"value %{name} defined twice")
             value = graph.new_value(name, type_, role)
             if value.name != name:
                 raise line.error(f"value %{name} defined twice")
+            value.l2_offset = offset
             values[name] = value
             outputs.append(value)
     phase = _enum(line, Phase)

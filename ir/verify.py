@@ -6,7 +6,9 @@ from tinyodl.ir.graph import Graph, Op
 from tinyodl.ir.registry import IRError, infer_types, lookup
 from tinyodl.ir.types import Phase, Role
 
-_PHASE_ORDER = {Phase.FORWARD: 0, Phase.LOSS: 1, Phase.BACKWARD: 2, Phase.UPDATE: 3}
+# Updates may interleave with the backward pass: the memory pass moves each one up to where its gradient is
+# final, so the gradient's storage is free for the rest of the backward pass.
+_PHASE_ORDER = {Phase.FORWARD: 0, Phase.LOSS: 1, Phase.BACKWARD: 2, Phase.UPDATE: 2}
 
 
 def describe(op: Op, index: int) -> str:
@@ -60,6 +62,10 @@ def verify_graph(graph: Graph) -> None:
                 raise IRError(f"{where}: result %{value.name} does not record its producer")
             names.add(value.name)
             defined.add(value)
+        if op.type == "reshape" and op.outputs and None not in (op.outputs[0].l2_offset, op.inputs[0].l2_offset) \
+                and op.outputs[0].l2_offset != op.inputs[0].l2_offset:
+            raise IRError(f"{where}: the reshaped view %{op.outputs[0].name} is at L2 offset "
+                          f"{op.outputs[0].l2_offset}, its source at {op.inputs[0].l2_offset}")
         for position in opdef.mutates:
             if position < len(op.inputs) and op.inputs[position].role not in (Role.PARAM, Role.STATE):
                 raise IRError(f"{where}: writes operand %{op.inputs[position].name} in place, "

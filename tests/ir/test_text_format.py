@@ -274,9 +274,9 @@ VERIFY_HEAD = 'graph @"bad" {\n  input %x : 2x3xf32\n  param %w : 2x3xf32 traina
     pytest.param('  %l = mse_loss(%w, %x) : loss<f32> loss "l"\n  %y = relu(%x) : act<2x3xf32> forward "r"\n'
                  '  return %l\n}\n',
                  "op #1 relu -> %y (node 'r'): forward op after a later phase", id="phase order"),
-    pytest.param('  sgd_update(%w, %x) {lr = 0.1} update "w"\n  %g = relu(%x) : grad<2x3xf32> backward ""\n'
-                 '  return %g\n}\n',
-                 "op #1 relu -> %g: backward op after a later phase", id="backward after update"),
+    pytest.param('  sgd_update(%w, %x) {lr = 0.1} update "w"\n  %l = mse_loss(%w, %x) : loss<f32> loss ""\n'
+                 '  return %l\n}\n',
+                 "op #1 mse_loss -> %l: loss op after a later phase", id="loss after update"),
     pytest.param('  %y, %z = relu(%x) : act<2x3xf32>, act<2x3xf32> forward "r"\n  return %y\n}\n',
                  "op #0 relu -> %y, %z (node 'r'): has 2 results, relu produces 1", id="result count"),
     pytest.param('  input %t : 2xf32 trainable\n  return %t\n}\n', "%t: only parameters can be trainable",
