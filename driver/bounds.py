@@ -1,0 +1,153 @@
+"""Float32 error bounds of one training step, for checking a simulated step against the float64 reference.
+
+Every value v of the step may differ from the float64 reference by at most, element by element,
+
+    SAFETY * (sqrt(n) * eps32 * M(v) + max |f32(v) - f64(v)|)
+
+- The first term is the rounding of v's own op: a float32 sum of n terms a_i b_i errs by about
+  sqrt(n) * eps32 * max|partial sum| <= sqrt(n) * eps32 * sum |a_i b_i| (eps32 = 2^-24; n * eps32 is the
+  worst case, sqrt(n) what rounding errors of either sign add up to). M(v) runs the op's own reference on the
+  magnitudes of its operands, which for linear and multilinear ops is exactly sum |a_i b_i|. Operands that
+  only select or scale (the saved input of relu_grad, the argmax source of maxpool2d_grad, batch-norm
+  variances, labels) keep their values, subtracted operands (means, mse targets) enter negated so that their
+  magnitudes add, and the cross-entropy is bounded by hand (`_loss_magnitudes`). M(v) >= |v| always.
+- The second term is the error v inherits from its operands: the same step run in float32 on the host
+  (numpy, same ops, another summation order) measures it, taken normwise (its largest element) because
+  inherited errors do not stay where they were made. A worst-case bound of inherited errors grows with the
+  product of the layers' sums |w| and would be orders of magnitude looser than any real error.
+
+A kernel that drops, repeats or misplaces one of n terms errs by about M(v) / n, far above the bound for the
+sizes of our models. A ReLU or max that flips on a difference of one rounding is not covered; it needs a
+pre-activation within about one rounding of its switching point at a checked step.
+
+Optimizer updates are elementwise and checked separately (see driver/check.py): they are re-run on the
+simulator's own gradients, so their bound is a few roundings of the magnitudes involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyodl.ir.graph import Graph, Op, Value
+from tinyodl.ir.registry import lookup, op_macs
+from tinyodl.ir.types import Phase
+
+F32_EPS = 2.0 ** -24
+# Several standard deviations of the rounding model, and a different summation order on the target.
+SAFETY = 8.0
+
+# Operand positions, per op, that keep their actual values in the magnitude run.
+_ACTUAL = {"relu_grad": {1}, "leaky_relu_grad": {1}, "sigmoid_grad": {1}, "tanh_grad": {1}, "clip_grad": {1},
+           "maxpool2d_grad": {1}, "batchnorm": {4}, "batchnorm_grad_input": {2}, "batchnorm_grad_params": {3}}
+# Operand positions, per op, that are subtracted: their magnitudes enter negated so that they add.
+_NEGATED = {"mse_loss": {1}, "mse_loss_grad": {1}, "batchnorm": {3}, "batchnorm_grad_params": {2}}
+# Attributes that scale a result: their magnitudes are used.
+_SCALES = ("alpha", "beta", "scale")
+
+
+@dataclass
+class StepRun:
+    """One training step of the reference from a given state, with error bounds."""
+
+    values: dict[str, np.ndarray]       # every value the step computes (float64), by IR name
+    bounds: dict[str, np.ndarray]       # the error bound of every float value outside the update phase
+    state_after: dict[str, np.ndarray]  # parameters and optimizer state after the update, by IR name
+
+
+def kernel_of(op: Op) -> str:
+    """The computing op type (a tile loop stands for the kernel it wraps)."""
+    return str(op.attrs.get("kernel", op.type)) if op.type == "tile_loop" else op.type
+
+
+def run_step(graph: Graph, state: Mapping[str, np.ndarray], feed: Mapping[str, np.ndarray],
+             updates: Mapping[str, np.ndarray] | None = None) -> StepRun:
+    """Run one step of `graph` in float64 from `state` (every parameter and optimizer state by IR name) on
+    `feed`. `updates` replaces values before the update phase reads them (the simulator's own gradients)."""
+    values: dict[str, np.ndarray] = {}
+    singles: dict[str, np.ndarray] = {}  # the same step in float32
+    for value in graph.inputs:
+        values[value.name] = _stored(value, feed[value.name])
+    for value in graph.params + graph.state:
+        values[value.name] = _stored(value, state[value.name])
+    for value in graph.inputs + graph.params + graph.state:
+        singles[value.name] = _stored(value, values[value.name], np.float32)
+    bounds: dict[str, np.ndarray] = {}
+    state_after: dict[str, np.ndarray] = {}
+    for op in graph.ops:
+        opdef = lookup(op.type)
+        attrs = opdef.with_defaults(op.attrs)
+        if op.phase is Phase.UPDATE:
+            for value in op.inputs:
+                if updates and value.name in updates:
+                    values[value.name] = _stored(value, updates[value.name])
+        results = opdef.reference([values[v.name] for v in op.inputs], attrs)
+        if opdef.mutates:
+            written = [op.inputs[p] for p in opdef.mutates if p < len(op.inputs)]
+            for value, array in zip(written, results, strict=False):
+                values[value.name] = state_after[value.name] = _stored(value, array)
+            continue
+        for value, array in zip(op.outputs, results, strict=False):
+            values[value.name] = _stored(value, array)
+        if op.phase is Phase.UPDATE:
+            continue
+        with np.errstate(all="ignore"):  # an overflow in float32 shows as an infinite bound, not a warning
+            single_results = opdef.reference([singles[v.name] for v in op.inputs], attrs)
+        rounding = np.sqrt(_terms(op)) * F32_EPS
+        for value, magnitude, single in zip(op.outputs, _magnitudes(op, attrs, values), single_results,
+                                            strict=False):
+            singles[value.name] = _stored(value, single, np.float32)
+            if not value.dtype.is_float:
+                continue
+            inherited = np.max(np.abs(singles[value.name] - values[value.name]), initial=0.0)
+            magnitude = np.maximum(_stored(value, magnitude), np.abs(values[value.name]))
+            bounds[value.name] = SAFETY * (rounding * magnitude + inherited)
+    return StepRun(values, bounds, state_after)
+
+
+def _stored(value: Value, array: np.ndarray, precision: type = np.float64) -> np.ndarray:
+    dtype = precision if value.dtype.is_float else value.dtype.numpy
+    return np.asarray(array).astype(dtype, copy=False).reshape(value.shape)
+
+
+def _terms(op: Op) -> float:
+    """Summands per output element: MACs per output, or input elements per output for reductions."""
+    outputs = max(sum(v.type.numel for v in op.outputs), 1)
+    largest_input = max((v.type.numel for v in op.inputs), default=1)
+    return float(max(1, op_macs(op) // outputs, largest_input // outputs))
+
+
+def _magnitudes(op: Op, attrs: Mapping[str, object], values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """sum |terms| of each output element of `op` (see the module's docstring)."""
+    kernel = kernel_of(op)
+    if kernel in ("softmax_cross_entropy", "softmax_cross_entropy_grad"):
+        return _loss_magnitudes(kernel, values[op.inputs[0].name])
+    if kernel == "softmax":
+        return [np.ones(op.outputs[0].shape)]  # every probability lies in [0, 1]
+    if kernel == "softmax_grad":  # y * (dy - sum(dy * y)): both terms add up in magnitude
+        dy, y = np.abs(values[op.inputs[0].name]), np.abs(values[op.inputs[1].name])
+        axis = int(attrs.get("axis", -1))  # type: ignore[call-overload]
+        return [y * (dy + np.sum(dy * y, axis=axis, keepdims=True))]
+    operands = []
+    for position, value in enumerate(op.inputs):
+        if position in _ACTUAL.get(kernel, set()) or not value.dtype.is_float:
+            operands.append(values[value.name])
+        elif position in _NEGATED.get(kernel, set()):
+            operands.append(-np.abs(values[value.name]))
+        else:
+            operands.append(np.abs(values[value.name]))
+    scaled = {key: abs(item) if key in _SCALES and isinstance(item, float) else item for key, item in attrs.items()}
+    return [np.abs(result) for result in lookup(op.type).reference(operands, scaled)]
+
+
+def _loss_magnitudes(kernel: str, logits: np.ndarray) -> list[np.ndarray]:
+    """The cross-entropy of a batch is the mean of logsumexp(z) - z_target, its gradient (softmax - onehot) / B.
+    Both round at the scale of the logits and of 1, not at their own values: a loss near 0 and a probability
+    near 1 (the "p - 1" that float32 resolves only to eps32) get absolute bounds."""
+    batch, classes = logits.shape[0], logits.shape[1]
+    if kernel == "softmax_cross_entropy_grad":
+        return [np.full(logits.shape, 2.0 / batch)]
+    rows = np.max(np.abs(logits).reshape(batch, -1), axis=1) + np.log(classes)
+    return [np.asarray(np.mean(rows))]
