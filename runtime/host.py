@@ -21,6 +21,8 @@ from pathlib import Path
 
 import jinja2
 
+from tinyodl.ir.target import PULP8, Target
+
 RUNTIME_DIR = Path(__file__).resolve().parent
 RUNTIME_C_DIR = RUNTIME_DIR / "c"
 RUNTIME_SOURCES = (RUNTIME_C_DIR / "crt0.S", RUNTIME_C_DIR / "rt.c")
@@ -97,6 +99,10 @@ class Toolchain:
 class RegionCount:
     insns: int
     cycles: int
+    # loads and stores (atomics count as loads) that landed in L1 (the .l1 region and the per-hart stacks)
+    # and elsewhere (L2); counts JSON of a plugin without the memory model has neither
+    l1_accesses: int = 0
+    l2_accesses: int = 0
 
 
 @dataclass
@@ -373,7 +379,33 @@ def _symbol_table(nm: Path, elf: Path) -> dict[str, int]:
 # ---- running ----------------------------------------------------------------------------------------
 
 
-def qemu_command(elf: Path, cores: int, toolchain: Toolchain, counts_json: Path | None) -> list[str]:
+def plugin_memory_arguments(elf: Path, toolchain: Toolchain, target: Target) -> list[str]:
+    """The plugin's memory-model arguments: the address ranges that count as L1, from the ELF's linker
+    symbols, and the latencies of `target`.
+
+    L1 is the .l1 region plus the per-hart block of thread-local storage, trap stacks and stacks: PULP
+    runtimes keep core stacks in the TCDM, and our linker script places them in L2 only because QEMU
+    has one RAM. Everything else a core reaches (L2, off-chip data, peripherals) counts as L2.
+    """
+    if toolchain.nm is None:
+        raise ToolchainError(f"{NM} not found: apt-get install binutils-riscv64-unknown-elf")
+    symbols = _symbol_table(toolchain.nm, elf)
+    wanted = ("__l1_start", "__l1_region_end", "__tls_blocks_start", "__stacks_start", "__stack_bytes",
+              "__num_cores")
+    missing = [name for name in wanted if name not in symbols]
+    if missing:
+        raise BuildError(f"{elf} was not linked with the tinyodl linker script (no {missing[0]})", "")
+    stacks_end = symbols["__stacks_start"] + symbols["__num_cores"] * symbols["__stack_bytes"]
+    ranges = [(symbols["__l1_start"], symbols["__l1_region_end"]), (symbols["__tls_blocks_start"], stacks_end)]
+    return [
+        *(f"l1=0x{start:x}:0x{end:x}" for start, end in ranges if end > start),
+        f"load_use={target.l1_load_use_stall}", f"l2_load={target.l2_load_cycles}",
+        f"l2_store={target.l2_store_cycles}", f"l2_load_use={target.l2_load_use_stall}",
+    ]
+
+
+def qemu_command(elf: Path, cores: int, toolchain: Toolchain, counts_json: Path | None,
+                 target: Target = PULP8) -> list[str]:
     command = [
         str(toolchain.qemu), "-machine", "virt", "-m", f"{QEMU_DRAM_BYTES // (1024 * 1024)}M",
         "-smp", str(cores), "-cpu", "rv32,Zfh=true", "-bios", "none", "-kernel", str(elf),
@@ -381,12 +413,14 @@ def qemu_command(elf: Path, cores: int, toolchain: Toolchain, counts_json: Path 
     ]
     if counts_json is not None:
         plugin = str(toolchain.require_plugin()).replace(",", ",,")
-        command += ["-plugin", f"file={plugin},out={str(counts_json).replace(',', ',,')}"]
+        arguments = [f"out={str(counts_json).replace(',', ',,')}", *plugin_memory_arguments(elf, toolchain, target)]
+        command += ["-plugin", ",".join([f"file={plugin}", *arguments])]
     return command
 
 
 def run_qemu(
-    elf: Path, cores: int, timeout_s: float, count: bool = True, toolchain: Toolchain | None = None
+    elf: Path, cores: int, timeout_s: float, count: bool = True, toolchain: Toolchain | None = None,
+    target: Target = PULP8,
 ) -> RunResult:
     """Runs `elf` on `cores` harts; with `count`, per-hart per-region counts come from the plugin."""
     tools = toolchain or find_toolchain(need_plugin=count)
@@ -395,7 +429,7 @@ def run_qemu(
         raise FileNotFoundError(f"no such program: {elf}")
     with tempfile.TemporaryDirectory(prefix="tinyodl-run-") as scratch:
         counts_json = Path(scratch) / "counts.json" if count else None
-        command = qemu_command(elf, cores, tools, counts_json)
+        command = qemu_command(elf, cores, tools, counts_json, target)
         started = time.monotonic()
         try:
             completed = subprocess.run(
@@ -434,7 +468,8 @@ def parse_counts(text: str) -> dict[int, dict[int, RegionCount]]:
     document = json.loads(text)
     return {
         int(hart["hart"]): {
-            int(region): RegionCount(int(count["insns"]), int(count["cycles"]))
+            int(region): RegionCount(int(count["insns"]), int(count["cycles"]), int(count.get("l1_accesses", 0)),
+                                     int(count.get("l2_accesses", 0)))
             for region, count in hart["regions"].items()
         }
         for hart in document["harts"]

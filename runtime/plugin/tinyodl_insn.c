@@ -1,8 +1,22 @@
 /*
- * tinyodl_insn: QEMU TCG plugin (plugin API v1, QEMU 7.2) counting executed instructions per hart
- * and per perf region, plus a cycle estimate from a simple in-order core model.
+ * tinyodl_insn: QEMU TCG plugin (plugin API v1, QEMU 7.2) counting executed instructions and memory
+ * accesses per hart and per perf region, plus a cycle estimate from a simple in-order core model that
+ * knows where each load and store lands (L1 or L2).
  *
- *   qemu-system-riscv32 ... -plugin file=tinyodl_insn.so,out=counts.json
+ *   qemu-system-riscv32 ... -plugin file=tinyodl_insn.so,out=counts.json[,l1=START:END]...
+ *       [,load_use=N][,l2_load=N][,l2_store=N][,l2_load_use=N]
+ *
+ * Arguments (numbers in C syntax, 0x... for hex):
+ *   out=PATH        where the counts go (required);
+ *   l1=START:END    an address range [START, END) whose accesses count as L1; up to MAX_L1_RANGES of
+ *                   them. The host passes the linker's .l1 region and the per-hart stacks (with the
+ *                   thread-local blocks and trap stacks next to them): PULP runtimes keep core stacks
+ *                   in the TCDM, while our linker script puts them in L2 only because QEMU has one RAM.
+ *                   Every other address (L2, off-chip data, peripherals) counts as L2;
+ *   load_use=N      extra cycles when the instruction after an L1 load uses its value (default 1);
+ *   l2_load=N, l2_store=N   cycles an L2 load / store blocks the core, L1's cycle included (default 15);
+ *   l2_load_use=N   extra cycles when the instruction after an L2 load uses its value (default 1).
+ * The defaults are the GVSoC pulp-open figures (see ir/target.py, which the host passes explicitly).
  *
  * Regions: the guest marks "from here on count to region id" with the HINT `slti x0, x0, id`
  * (0 <= id < 2048, see RT_REGION in runtime/c/tinyodl_rt.h). The marker itself counts to the new
@@ -13,13 +27,21 @@
  * segments to the running hart's current region. vCPUs run in parallel threads (MTTCG); each writes
  * only its own per-vCPU arrays, and TB descriptions are read-only once built.
  *
+ * Memory: a callback on every load and store (atomics count as loads) adds one to the running hart's
+ * l1_accesses or l2_accesses and, for L2, the extra cycles over an L1 access: l2_load - 1 (plus
+ * l2_load_use - load_use when the next instruction in the block uses the value) or l2_store - 1. Which
+ * extra applies is decided once per instruction at translation; the callback only compares the address
+ * with the L1 ranges, without branches. Instruction fetches are not charged (warm instruction cache).
+ *
  * Output at exit (only regions that were entered):
- *   {"cycle_model": {...}, "harts": [{"hart": 0, "regions": {"<id>": {"insns": N, "cycles": C}}}]}
+ *   {"cycle_model": {...}, "l1_ranges": [[START, END], ...],
+ *    "harts": [{"hart": 0, "regions": {"<id>": {"insns": N, "cycles": C, "l1_accesses": A,
+ *                                               "l2_accesses": B}}}]}
  *
  * Cycle model: a CV32E40P-class 4-stage in-order core (RI5CY, as in PULP clusters), following the
- * "Pipeline Details" chapter of the CV32E40P user manual, with single-cycle memory (L1 TCDM without
- * bank conflicts, no instruction-cache misses). One cycle per instruction plus:
- *   - load-use: the instruction right after a load that reads the load's result waits LOAD_USE_STALL;
+ * "Pipeline Details" chapter of the CV32E40P user manual, with single-cycle L1 (TCDM without bank
+ * conflicts, no instruction-cache misses) and the L2 extras above. One cycle per instruction plus:
+ *   - load-use: the instruction right after a load that reads the load's result waits load_use;
  *   - jumps (jal, jalr) take JUMP_CYCLES; a jalr whose address register was written by the
  *     instruction just before it waits JALR_DEP_STALL more;
  *   - a conditional branch that is taken takes BRANCH_TAKEN_CYCLES (decided at run time: the branch
@@ -53,7 +75,6 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 /* Cycle-model parameters. The values come from the CV32E40P manual's table of cycles per instruction
  * type; the FPU latencies are configuration parameters of the core (FPU_ADDMUL_LAT, FPU_OTHERS_LAT),
  * and 1 is assumed for both, a pipelined FPU as clusters running at a few hundred MHz use. */
-#define LOAD_USE_STALL 1      /* extra cycle when the next instruction uses a load's result */
 #define JUMP_CYCLES 2         /* jal/jalr: taken in ID, the fetch stage is flushed */
 #define JALR_DEP_STALL 1      /* jalr right after the instruction computing its address */
 #define BRANCH_TAKEN_CYCLES 3 /* taken in EX, IF and ID are flushed; not taken: 1 */
@@ -65,6 +86,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define CSR_SLOW_CYCLES 4     /* mstatus, mtvec, mepc, mcause, counters, debug CSRs; others: 1 */
 
 #define NUM_REGIONS 2048
+#define MAX_L1_RANGES 4
+/* a memory instruction's callback data: its extra cycles when the access goes to L2 in the low bits,
+ * above them 1 + the region a marker earlier in its block selected (0: the region at the block's start) */
+#define EXTRA_BITS 16
+#define EXTRA_MASK ((1u << EXTRA_BITS) - 1)
 #define WFI_ENCODING 0x10500073u
 #define NO_REG (-1)
 #define FP_REG(n) (32 + (n))
@@ -114,10 +140,13 @@ struct tb_info {
 struct region_count {
     uint64_t insns;
     uint64_t cycles;
+    uint64_t l1_accesses;
+    uint64_t l2_accesses;
 };
 
 struct vcpu_state {
     int region;
+    int entry_region;                    /* region when the running block started */
     bool pending_branch;                 /* the last block ended in a conditional branch */
     uint64_t pending_fallthrough;        /* ... whose not-taken successor is here */
     const struct tb_info *pending_tail;  /* the last block's wfi tail, not yet known to have run */
@@ -127,6 +156,15 @@ struct vcpu_state {
 static struct vcpu_state *vcpus;
 static unsigned n_vcpus;
 static char *out_path;
+
+/* memory model; unused L1 ranges have size 0 and match no address */
+static uint64_t l1_start[MAX_L1_RANGES];
+static uint64_t l1_size[MAX_L1_RANGES];
+static unsigned n_l1_ranges;
+static unsigned load_use_stall = 1;
+static unsigned l2_load_cycles = 15;
+static unsigned l2_store_cycles = 15;
+static unsigned l2_load_use_stall = 1;
 
 /* ---- decoding ---------------------------------------------------------------------------------- */
 
@@ -377,7 +415,7 @@ static uint32_t issue(struct scoreboard *board, const struct decoded *d)
     uint64_t occupancy = 1;
     uint64_t latency = 1;
     switch (d->cls) {
-    case CLASS_LOAD: latency = 1 + LOAD_USE_STALL; break;
+    case CLASS_LOAD: latency = 1 + load_use_stall; break;
     case CLASS_JAL:
     case CLASS_JALR: occupancy = JUMP_CYCLES; break;
     case CLASS_MULH: occupancy = latency = MULH_CYCLES; break;
@@ -431,6 +469,7 @@ static void vcpu_tb_exec(unsigned int vcpu_index, void *udata)
             vcpu->counts[vcpu->region].cycles += BRANCH_TAKEN_CYCLES - 1;
         vcpu->pending_branch = false;
     }
+    vcpu->entry_region = vcpu->region;
     if (tb->tail_segment != 0) {
         credit(vcpu, tb, 0, tb->tail_segment);
         vcpu->pending_tail = tb;
@@ -439,6 +478,38 @@ static void vcpu_tb_exec(unsigned int vcpu_index, void *udata)
         vcpu->pending_branch = tb->ends_in_branch;
         vcpu->pending_fallthrough = tb->fallthrough_pc;
     }
+}
+
+static void vcpu_mem(unsigned int vcpu_index, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+{
+    (void)info;
+    if (vcpu_index >= n_vcpus)
+        return;
+    struct vcpu_state *vcpu = &vcpus[vcpu_index];
+    uintptr_t packed = (uintptr_t)udata;
+    int marked_region = (int)(packed >> EXTRA_BITS) - 1;
+    struct region_count *count = &vcpu->counts[marked_region >= 0 ? marked_region : vcpu->entry_region];
+    uint64_t in_l1 = 0;
+    for (unsigned i = 0; i < MAX_L1_RANGES; i++)
+        in_l1 |= (uint64_t)(vaddr - l1_start[i] < l1_size[i]);
+    count->l1_accesses += in_l1;
+    count->l2_accesses += 1 - in_l1;
+    count->cycles += (1 - in_l1) * (packed & EXTRA_MASK);
+}
+
+/* Extra cycles of instruction `d` over an L1 access when it goes to L2; `next` is the instruction after
+ * it in the block (NULL at the block's end, where the block model assumes results are ready). */
+static unsigned l2_extra_cycles(const struct decoded *d, const struct decoded *next)
+{
+    if (d->cls == CLASS_STORE)
+        return l2_store_cycles - 1;
+    unsigned extra = l2_load_cycles - 1;
+    bool used_next = false;
+    for (int i = 0; next != NULL && d->rd != NO_REG && i < 3; i++)
+        used_next |= next->rs[i] == d->rd;
+    if (used_next)
+        extra += l2_load_use_stall - load_use_stall;
+    return extra;
 }
 
 static struct decoded decode_at(struct qemu_plugin_insn *insn)
@@ -474,9 +545,12 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     memset(&board, 0, sizeof board);
     board.last_rd = NO_REG;
     bool after_wfi = false;
+    int marked_region = -1;
+    struct decoded d = decode_at(qemu_plugin_tb_get_insn(tb, 0));
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
-        struct decoded d = decode_at(insn);
+        bool has_next = i + 1 < n;
+        struct decoded next = has_next ? decode_at(qemu_plugin_tb_get_insn(tb, i + 1)) : d;
         struct segment *current = &info->segments[info->n_segments - 1];
         if (after_wfi) {
             /* QEMU does not end a block at wfi: when the hart sleeps, the rest of the block is
@@ -491,6 +565,13 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                 current = &info->segments[info->n_segments++];
             }
             current->region = d.marker_region;
+            marked_region = d.marker_region;
+        }
+        if (d.cls == CLASS_LOAD || d.cls == CLASS_STORE) {
+            uintptr_t packed = (uintptr_t)(marked_region + 1) << EXTRA_BITS |
+                               (l2_extra_cycles(&d, has_next ? &next : NULL) & EXTRA_MASK);
+            qemu_plugin_register_vcpu_mem_cb(insn, vcpu_mem, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW,
+                                             (void *)packed);
         }
         current->insns += 1;
         current->cycles += issue(&board, &d);
@@ -499,6 +580,7 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             after_wfi = true;
             info->tail_pc = qemu_plugin_insn_vaddr(insn) + qemu_plugin_insn_size(insn);
         }
+        d = next;
     }
     qemu_plugin_register_vcpu_tb_exec_cb(tb, vcpu_tb_exec, QEMU_PLUGIN_CB_NO_REGS, info);
 }
@@ -515,12 +597,17 @@ static void write_counts(qemu_plugin_id_t id, void *userdata)
         return;
     }
     fprintf(out,
-            "{\"cycle_model\": {\"load_use_stall\": %d, \"jump_cycles\": %d, \"jalr_dep_stall\": %d, "
+            "{\"cycle_model\": {\"load_use_stall\": %u, \"jump_cycles\": %d, \"jalr_dep_stall\": %d, "
             "\"branch_taken_cycles\": %d, \"mulh_cycles\": %d, \"div_cycles\": %d, "
             "\"fpu_addmul_lat\": %d, \"fpu_others_lat\": %d, \"fpu_divsqrt_cycles\": %d, "
-            "\"csr_slow_cycles\": %d},\n \"harts\": [",
-            LOAD_USE_STALL, JUMP_CYCLES, JALR_DEP_STALL, BRANCH_TAKEN_CYCLES, MULH_CYCLES, DIV_CYCLES,
-            FPU_ADDMUL_LAT, FPU_OTHERS_LAT, FPU_DIVSQRT_CYCLES, CSR_SLOW_CYCLES);
+            "\"csr_slow_cycles\": %d, \"l2_load_cycles\": %u, \"l2_store_cycles\": %u, "
+            "\"l2_load_use_stall\": %u},\n \"l1_ranges\": [",
+            load_use_stall, JUMP_CYCLES, JALR_DEP_STALL, BRANCH_TAKEN_CYCLES, MULH_CYCLES, DIV_CYCLES,
+            FPU_ADDMUL_LAT, FPU_OTHERS_LAT, FPU_DIVSQRT_CYCLES, CSR_SLOW_CYCLES, l2_load_cycles,
+            l2_store_cycles, l2_load_use_stall);
+    for (unsigned i = 0; i < n_l1_ranges; i++)
+        fprintf(out, "%s[%" PRIu64 ", %" PRIu64 "]", i ? ", " : "", l1_start[i], l1_start[i] + l1_size[i]);
+    fprintf(out, "],\n \"harts\": [");
     for (unsigned hart = 0; hart < n_vcpus; hart++) {
         fprintf(out, "%s\n  {\"hart\": %u, \"regions\": {", hart ? "," : "", hart);
         bool first = true;
@@ -528,8 +615,11 @@ static void write_counts(qemu_plugin_id_t id, void *userdata)
             const struct region_count *count = &vcpus[hart].counts[region];
             if (count->insns == 0)
                 continue;
-            fprintf(out, "%s\"%d\": {\"insns\": %" PRIu64 ", \"cycles\": %" PRIu64 "}", first ? "" : ", ",
-                    region, count->insns, count->cycles);
+            fprintf(out,
+                    "%s\"%d\": {\"insns\": %" PRIu64 ", \"cycles\": %" PRIu64 ", \"l1_accesses\": %" PRIu64
+                    ", \"l2_accesses\": %" PRIu64 "}",
+                    first ? "" : ", ", region, count->insns, count->cycles, count->l1_accesses,
+                    count->l2_accesses);
             first = false;
         }
         fprintf(out, "}}");
@@ -538,16 +628,98 @@ static void write_counts(qemu_plugin_id_t id, void *userdata)
     fclose(out);
 }
 
+/* ---- arguments ----------------------------------------------------------------------------------- */
+
+static bool parse_number(const char *text, uint64_t *value)
+{
+    char *end;
+    if (*text == '\0' || *text == '-')
+        return false;
+    *value = strtoull(text, &end, 0);
+    return *end == '\0';
+}
+
+static bool parse_unsigned(const char *name, const char *text, unsigned *value)
+{
+    uint64_t number;
+    if (!parse_number(text, &number) || number > 0xffffffffu) {
+        fprintf(stderr, "tinyodl_insn: %s=%s is not a number\n", name, text);
+        return false;
+    }
+    *value = (unsigned)number;
+    return true;
+}
+
+static bool parse_range(const char *text)
+{
+    char start_text[32];
+    const char *colon = strchr(text, ':');
+    uint64_t start, end;
+    size_t length = colon == NULL ? 0 : (size_t)(colon - text);
+    if (colon == NULL || length == 0 || length >= sizeof start_text) {
+        fprintf(stderr, "tinyodl_insn: l1=%s is not START:END\n", text);
+        return false;
+    }
+    memcpy(start_text, text, length);
+    start_text[length] = '\0';
+    if (!parse_number(start_text, &start) || !parse_number(colon + 1, &end) || end <= start) {
+        fprintf(stderr, "tinyodl_insn: l1=%s is not START:END with START < END\n", text);
+        return false;
+    }
+    if (n_l1_ranges == MAX_L1_RANGES) {
+        fprintf(stderr, "tinyodl_insn: more than %d l1= ranges\n", MAX_L1_RANGES);
+        return false;
+    }
+    l1_start[n_l1_ranges] = start;
+    l1_size[n_l1_ranges] = end - start;
+    n_l1_ranges++;
+    return true;
+}
+
+static bool parse_argument(char *argument)
+{
+    char *equals = strchr(argument, '=');
+    if (equals == NULL) {
+        fprintf(stderr, "tinyodl_insn: argument '%s' is not NAME=VALUE\n", argument);
+        return false;
+    }
+    *equals = '\0';
+    const char *name = argument, *value = equals + 1;
+    if (strcmp(name, "out") == 0) {
+        out_path = equals + 1;
+        return true;
+    }
+    if (strcmp(name, "l1") == 0)
+        return parse_range(value);
+    if (strcmp(name, "load_use") == 0)
+        return parse_unsigned(name, value, &load_use_stall);
+    if (strcmp(name, "l2_load") == 0)
+        return parse_unsigned(name, value, &l2_load_cycles);
+    if (strcmp(name, "l2_store") == 0)
+        return parse_unsigned(name, value, &l2_store_cycles);
+    if (strcmp(name, "l2_load_use") == 0)
+        return parse_unsigned(name, value, &l2_load_use_stall);
+    fprintf(stderr, "tinyodl_insn: unknown argument '%s' (expected out, l1, load_use, l2_load, l2_store, "
+            "l2_load_use)\n", name);
+    return false;
+}
+
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc,
                                            char **argv)
 {
     for (int i = 0; i < argc; i++) {
-        if (strncmp(argv[i], "out=", 4) == 0) {
-            out_path = argv[i] + 4;
-        } else {
-            fprintf(stderr, "tinyodl_insn: unknown argument '%s' (expected out=PATH)\n", argv[i]);
+        if (!parse_argument(argv[i]))
             return -1;
-        }
+    }
+    if (l2_load_cycles < 1 || l2_store_cycles < 1 || l2_load_cycles > EXTRA_MASK ||
+        l2_store_cycles > EXTRA_MASK || l2_load_use_stall > EXTRA_MASK || load_use_stall > EXTRA_MASK) {
+        fprintf(stderr, "tinyodl_insn: l2_load and l2_store must be between 1 and %u\n", EXTRA_MASK);
+        return -1;
+    }
+    if (l2_load_use_stall < load_use_stall) {
+        fprintf(stderr, "tinyodl_insn: l2_load_use (%u) must be >= load_use (%u)\n", l2_load_use_stall,
+                load_use_stall);
+        return -1;
     }
     if (out_path == NULL || *out_path == '\0') {
         fprintf(stderr, "tinyodl_insn: missing argument out=PATH\n");
