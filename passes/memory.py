@@ -4,8 +4,9 @@ static L2 arena (offsets on the values, a summary on the graph).
 Lifetimes are closed intervals of op indices. Index -1 stands for "before the step" (the batch is copied
 in, persistent values hold last step's contents) and len(ops) for "after the step" (the host reads the
 loss). Parameters, constants and optimizer state persist across steps and live over [-1, len(ops)]; the
-step's inputs over [-1, last use]; any other value from its producer to its last use (the graph's outputs
-to len(ops)). A reshape is a view: it has no bytes of its own and its uses count as uses of its source.
+step's inputs over [-1, last use]; any other value from its producer to its last use (the loss and the
+model's output, which the host reads, to len(ops)). A reshape is a view: it has no bytes of its own and
+its uses count as uses of its source.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def live_intervals(graph: Graph, *, in_place: bool) -> tuple[list[Interval], dic
     for index, op in enumerate(graph.ops):
         for value in op.inputs:
             last_use[root(value)] = index
-    for value in graph.outputs:
+    # The host reads the graph's outputs (the loss) and the model's output (the loss's prediction operand,
+    # for `tinyodl eval`) after the step.
+    for value in graph.outputs + [op.inputs[0] for op in graph.ops if op.phase is Phase.LOSS and op.inputs]:
         last_use[root(value)] = end
     blocks: list[Interval] = []
     block_of: dict[Value, Interval] = {}
