@@ -379,6 +379,11 @@ def _symbol_table(nm: Path, elf: Path) -> dict[str, int]:
 # ---- running ----------------------------------------------------------------------------------------
 
 
+def qemu_harts(cores: int) -> int:
+    """Harts of the simulated cluster: the compute cores plus the DMA engine (hart number `cores`)."""
+    return cores + 1
+
+
 def plugin_memory_arguments(elf: Path, toolchain: Toolchain, target: Target) -> list[str]:
     """The plugin's memory-model arguments: the address ranges that count as L1, from the ELF's linker
     symbols, and the latencies of `target`.
@@ -408,7 +413,7 @@ def qemu_command(elf: Path, cores: int, toolchain: Toolchain, counts_json: Path 
                  target: Target = PULP8) -> list[str]:
     command = [
         str(toolchain.qemu), "-machine", "virt", "-m", f"{QEMU_DRAM_BYTES // (1024 * 1024)}M",
-        "-smp", str(cores), "-cpu", "rv32,Zfh=true", "-bios", "none", "-kernel", str(elf),
+        "-smp", str(qemu_harts(cores)), "-cpu", "rv32,Zfh=true", "-bios", "none", "-kernel", str(elf),
         "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
     ]
     if counts_json is not None:
@@ -422,7 +427,8 @@ def run_qemu(
     elf: Path, cores: int, timeout_s: float, count: bool = True, toolchain: Toolchain | None = None,
     target: Target = PULP8,
 ) -> RunResult:
-    """Runs `elf` on `cores` harts; with `count`, per-hart per-region counts come from the plugin."""
+    """Runs `elf` on `cores` compute harts plus the DMA engine's hart; with `count`, per-hart per-region
+    counts come from the plugin (the engine's hart, number `cores`, counts only in region 0)."""
     tools = toolchain or find_toolchain(need_plugin=count)
     elf = Path(elf)
     if not elf.is_file():

@@ -1,8 +1,9 @@
 /*
  * tinyodl start-up and trap entry. Every hart starts at _start with a0 = mhartid (QEMU virt with
  * -bios none -kernel). Each team hart gets its stack, trap stack (in mscratch), trap vector and FPU,
- * then continues in C (rt_hart_start). Harts beyond RT_NUM_CORES have no stack: they park, and hart 0
- * reports the wrong hart count.
+ * then continues in C (rt_hart_start). Hart RT_NUM_CORES is the DMA engine: it gets the stack and
+ * trap stack defined below instead. Harts beyond it have no stack: they park, and hart 0 reports the
+ * wrong hart count.
  */
 #ifndef RT_NUM_CORES
 #define RT_NUM_CORES 8
@@ -11,6 +12,8 @@
 #define MSTATUS_FS_INITIAL 0x2000
 #define MCAUSE_MSI 0x80000003
 #define CLINT_MSIP 0x02000000
+#define DMA_HART_STACK_BYTES 2048
+#define DMA_HART_TRAP_STACK_BYTES 1024
 
     .section .text.init, "ax", @progbits
     .globl _start
@@ -23,8 +26,13 @@ _start:
     csrw mie, zero
     csrr a0, mhartid
     li t0, RT_NUM_CORES
-    bgeu a0, t0, .Lpark
+    bltu a0, t0, .Lcore_stacks
+    bne a0, t0, .Lpark
+    la sp, dma_hart_stack_top
+    la t3, dma_hart_trap_stack_top
+    j .Ltrap_stack_set
 
+.Lcore_stacks:
     /* sp = __stacks_start + (hart + 1) * __stack_bytes */
     addi t1, a0, 1
     lui t2, %hi(__stack_bytes)
@@ -39,6 +47,7 @@ _start:
     mul t2, t2, t1
     la t3, __trap_stacks_start
     add t3, t3, t2
+.Ltrap_stack_set:
     csrw mscratch, t3
 
     la t0, rt_trap_entry
@@ -53,6 +62,17 @@ _start:
 1:  wfi
     j 1b
     .size _start, . - _start
+
+/*
+ * The DMA engine's stacks. In .data, not .bss: the engine starts on them while hart 0 still clears
+ * .bss. Its code is the queue loop and memcpy, far below these sizes.
+ */
+    .section .data.dma_hart_stacks, "aw", @progbits
+    .balign 16
+    .space DMA_HART_TRAP_STACK_BYTES
+dma_hart_trap_stack_top:
+    .space DMA_HART_STACK_BYTES
+dma_hart_stack_top:
 
 /*
  * Trap entry (direct mode). A machine software interrupt is a wake-up whose work the interrupted

@@ -1,6 +1,6 @@
 /*
- * tinyodl runtime: start-up in C, team fork/join, sleeping barrier, DMA model, UART output, exit,
- * trap and watchdog reporting. See tinyodl_rt.h for the contract.
+ * tinyodl runtime: start-up in C, team fork/join, sleeping barrier, the DMA engine hart, UART output,
+ * exit, trap and watchdog reporting. See tinyodl_rt.h for the contract.
  */
 #include "tinyodl_rt.h"
 
@@ -58,6 +58,7 @@ extern char __bss_start[], __bss_end[];
 extern char __tdata_start[], __tdata_size[], __tbss_size[], __tbss_offset[];
 extern char __tls_blocks_start[], __tls_block_bytes[];
 extern char __stacks_start[], __stack_bytes[];
+extern char __l1_start[], __l1_region_end[];
 
 void __libc_init_array(void);
 int main(void);
@@ -69,6 +70,11 @@ void rt_trap_fatal(unsigned mcause, unsigned mepc, unsigned mtval, unsigned hart
  * harts stacks that the script never reserved. */
 #define RT_STRINGIFY_(x) #x
 #define RT_STRINGIFY(x) RT_STRINGIFY_(x)
+/* The hart after the team is the DMA engine. */
+#define DMA_HART RT_NUM_CORES
+_Static_assert(RT_NUM_CORES >= 1 && RT_NUM_CORES < 32, "RT_NUM_CORES must be in [1, 32): waiters are a bit mask");
+_Static_assert(RT_DMA_QUEUE_SLOTS >= 1, "RT_DMA_QUEUE_SLOTS must be positive");
+
 __asm__(".globl __rt_num_cores_compiled\n.set __rt_num_cores_compiled, " RT_STRINGIFY(RT_NUM_CORES) "\n"
         ".globl __rt_stack_bytes_compiled\n.set __rt_stack_bytes_compiled, " RT_STRINGIFY(RT_STACK_BYTES));
 
@@ -91,6 +97,26 @@ volatile unsigned long long rt_dma_bytes_total;
 volatile unsigned long long rt_dma_transfers_total;
 volatile unsigned long long rt_dma_cycles_total;
 
+/* One queued transfer; a 1-D transfer is one row. */
+struct dma_transfer {
+    unsigned char *dst;
+    const unsigned char *src;
+    unsigned row_bytes;
+    unsigned rows;
+    unsigned dst_stride;
+    unsigned src_stride;
+};
+
+/* The ring queue: transfer `id` (ids start at 1) sits in slot id % RT_DMA_QUEUE_SLOTS. The counters
+ * only grow (wrapping after 2^32 transfers; comparisons are wrap-safe). dma_issued is written by the
+ * issuing core, dma_completed by the engine only, dma_requested (checking mode) by any waiter. */
+static struct dma_transfer dma_queue[RT_DMA_QUEUE_SLOTS];
+static volatile unsigned dma_issued;
+static volatile unsigned dma_completed;
+static volatile unsigned dma_requested;
+/* Bit h set: core h sleeps until dma_completed moves, so the engine knows whom to wake. */
+static volatile unsigned dma_waiters;
+
 /* ---- cores ------------------------------------------------------------------------------------ */
 
 int rt_core_id(void)
@@ -103,11 +129,26 @@ int rt_num_cores(void)
     return RT_NUM_CORES;
 }
 
-/* Sleeps until *word differs from `seen`. A waker first changes the word, then raises our msip;
- * clearing msip before each check means a wake-up arriving at any point is never lost. Interrupts are
- * masked while waiting so a wake-up does not enter the trap handler; on hart 0 a short window after
- * each wake-up lets a pending watchdog interrupt through. */
-static void wait_for_change(volatile unsigned *word, unsigned seen)
+typedef int (*sleep_condition)(const volatile unsigned *word, unsigned value);
+
+static int word_differs(const volatile unsigned *word, unsigned seen)
+{
+    return __atomic_load_n(word, __ATOMIC_ACQUIRE) != seen;
+}
+
+/* A growing counter has reached `target` (wrap-safe while the two are less than 2^31 apart). */
+static int count_reached(const volatile unsigned *count, unsigned target)
+{
+    return (int)(__atomic_load_n(count, __ATOMIC_ACQUIRE) - target) >= 0;
+}
+
+/* Sleeps until ready(word, value). A waker first changes the word, then raises our msip; clearing
+ * msip before each check means a wake-up arriving at any point is never lost, and a wake-up meant for
+ * another condition only costs one more check. Interrupts are masked while waiting so a wake-up does
+ * not enter the trap handler; on hart 0 a short window after each wake-up lets a pending watchdog
+ * interrupt through. Always inlined, so `ready` is a direct call. */
+static inline __attribute__((always_inline)) void sleep_until(sleep_condition ready, const volatile unsigned *word,
+                                                              unsigned value)
 {
     int hart = rt_core_id();
     unsigned long saved = CSR_READ_CLEAR(mstatus, MSTATUS_MIE);
@@ -116,7 +157,7 @@ static void wait_for_change(volatile unsigned *word, unsigned seen)
             CLINT_MSIP[hart] = 0;
             FENCE_ALL();
         }
-        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
+        if (ready(word, value))
             break;
         __asm__ volatile("wfi" : : : "memory");
         if (saved & MSTATUS_MIE) {
@@ -128,6 +169,12 @@ static void wait_for_change(volatile unsigned *word, unsigned seen)
     CSR_SET(mstatus, saved & MSTATUS_MIE);
 }
 
+static void wait_for_change(volatile unsigned *word, unsigned seen)
+{
+    sleep_until(word_differs, word, seen);
+}
+
+/* Wakes the other cores of the team (not the DMA engine). */
 static void wake_others(void)
 {
     int me = rt_core_id();
@@ -175,29 +222,141 @@ static void __attribute__((noreturn)) worker_loop(void)
     }
 }
 
-/* ---- DMA model -------------------------------------------------------------------------------- */
+/* ---- DMA engine --------------------------------------------------------------------------------- */
 
-static void account_dma(unsigned bytes)
+static int in_l1(const unsigned char *address)
 {
-    rt_dma_bytes_total += bytes;
+    return address >= (const unsigned char *)__l1_start && address < (const unsigned char *)__l1_region_end;
+}
+
+static unsigned long long modelled_cycles(const struct dma_transfer *transfer)
+{
+    unsigned long long bytes = (unsigned long long)transfer->row_bytes * transfer->rows;
+    int into_l1 = in_l1(transfer->dst);
+    unsigned setup = into_l1 ? RT_DMA_L2_TO_L1_SETUP_CYCLES : RT_DMA_L1_TO_L2_SETUP_CYCLES;
+    unsigned per_100_cycles = into_l1 ? RT_DMA_L2_TO_L1_BYTES_PER_100_CYCLES : RT_DMA_L1_TO_L2_BYTES_PER_100_CYCLES;
+    return setup + (100ull * bytes + per_100_cycles - 1u) / per_100_cycles;
+}
+
+static void perform(const struct dma_transfer *transfer)
+{
+    for (unsigned row = 0; row < transfer->rows; row++)
+        memcpy(transfer->dst + row * transfer->dst_stride, transfer->src + row * transfer->src_stride,
+               transfer->row_bytes);
+    rt_dma_bytes_total += (unsigned long long)transfer->row_bytes * transfer->rows;
     rt_dma_transfers_total += 1u;
-    rt_dma_cycles_total += RT_DMA_SETUP_CYCLES + (bytes + RT_DMA_BYTES_PER_CYCLE - 1u) / RT_DMA_BYTES_PER_CYCLE;
+    rt_dma_cycles_total += modelled_cycles(transfer);
+}
+
+/* The engine hart: takes transfers in FIFO order (in checking mode only those somebody waits for),
+ * performs them, publishes the completion and wakes the cores waiting for one. */
+static void __attribute__((noreturn)) dma_engine_loop(void)
+{
+    unsigned done = 0;
+    for (;;) {
+        sleep_until(count_reached, RT_DMA_CHECK ? &dma_requested : &dma_issued, done + 1u);
+        (void)__atomic_load_n(&dma_issued, __ATOMIC_ACQUIRE); /* orders the slot's read after its publication */
+        done++;
+        perform(&dma_queue[done % RT_DMA_QUEUE_SLOTS]);
+        __atomic_store_n(&dma_completed, done, __ATOMIC_RELEASE);
+        /* Pairs with the fence in rt_dma_wait: either the waiter sees the new count or we see its bit. */
+        FENCE_ALL();
+        unsigned waiters = __atomic_load_n(&dma_waiters, __ATOMIC_ACQUIRE);
+        for (int hart = 0; hart < RT_NUM_CORES; hart++) {
+            if (waiters & (1u << hart))
+                CLINT_MSIP[hart] = 1;
+        }
+    }
+}
+
+static void wake_dma_engine(void)
+{
+    FENCE_ALL();
+    CLINT_MSIP[DMA_HART] = 1;
+}
+
+/* Checking mode: every aligned word of a poisoned buffer reads RT_DMA_POISON, whatever the buffer's
+ * alignment and size, so any float read from it is NaN. */
+typedef uint32_t __attribute__((may_alias)) aliased_word;
+
+static unsigned char poison_byte(const unsigned char *address)
+{
+    return (unsigned char)(RT_DMA_POISON >> (8u * ((uintptr_t)address & 3u)));
+}
+
+static void poison(unsigned char *dst, unsigned bytes)
+{
+    unsigned char *end = dst + bytes;
+    for (; dst < end && ((uintptr_t)dst & 3u); dst++)
+        *dst = poison_byte(dst);
+    for (; end - dst >= 4; dst += 4)
+        *(aliased_word *)dst = RT_DMA_POISON;
+    for (; dst < end; dst++)
+        *dst = poison_byte(dst);
+}
+
+/* Checking mode: the engine works up to the highest id anybody waits for. */
+static void request(rt_dma_id_t id)
+{
+    unsigned current = __atomic_load_n(&dma_requested, __ATOMIC_RELAXED);
+    while ((int)(current - id) < 0) {
+        if (__atomic_compare_exchange_n(&dma_requested, &current, id, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+            wake_dma_engine();
+            return;
+        }
+    }
+}
+
+void rt_dma_wait(rt_dma_id_t id)
+{
+    if (count_reached(&dma_completed, id))
+        return;
+    if (RT_DMA_CHECK)
+        request(id);
+    unsigned me = 1u << rt_core_id();
+    __atomic_fetch_or(&dma_waiters, me, __ATOMIC_SEQ_CST);
+    FENCE_ALL();
+    sleep_until(count_reached, &dma_completed, id);
+    __atomic_fetch_and(&dma_waiters, ~me, __ATOMIC_RELEASE);
+}
+
+void rt_dma_wait_all(void)
+{
+    rt_dma_wait(__atomic_load_n(&dma_issued, __ATOMIC_ACQUIRE));
+}
+
+rt_dma_id_t rt_dma_start_2d(void *dst, const void *src, unsigned row_bytes, unsigned rows,
+                            unsigned dst_stride, unsigned src_stride)
+{
+    rt_dma_id_t id = dma_issued + 1u;
+    /* A full queue: sleep until the transfer that last used our slot is complete. */
+    rt_dma_wait(id - RT_DMA_QUEUE_SLOTS);
+    struct dma_transfer *slot = &dma_queue[id % RT_DMA_QUEUE_SLOTS];
+    *slot = (struct dma_transfer){dst, src, row_bytes, rows, dst_stride, src_stride};
+    if (RT_DMA_CHECK) {
+        for (unsigned row = 0; row < rows; row++)
+            poison(slot->dst + row * dst_stride, row_bytes);
+    }
+    __atomic_store_n(&dma_issued, id, __ATOMIC_RELEASE);
+    if (!RT_DMA_CHECK)
+        wake_dma_engine();
+    return id;
+}
+
+rt_dma_id_t rt_dma_start_1d(void *dst, const void *src, unsigned bytes)
+{
+    return rt_dma_start_2d(dst, src, bytes, 1u, bytes, bytes);
 }
 
 void rt_dma_copy(void *dst, const void *src, unsigned bytes)
 {
-    memcpy(dst, src, bytes);
-    account_dma(bytes);
+    rt_dma_wait(rt_dma_start_1d(dst, src, bytes));
 }
 
 void rt_dma_copy_2d(void *dst, const void *src, unsigned row_bytes, unsigned rows,
                     unsigned dst_stride, unsigned src_stride)
 {
-    unsigned char *to = dst;
-    const unsigned char *from = src;
-    for (unsigned row = 0; row < rows; row++)
-        memcpy(to + row * dst_stride, from + row * src_stride, row_bytes);
-    account_dma(row_bytes * rows);
+    rt_dma_wait(rt_dma_start_2d(dst, src, row_bytes, rows, dst_stride, src_stride));
 }
 
 /* ---- output ----------------------------------------------------------------------------------- */
@@ -411,21 +570,25 @@ static int hart_exists(int hart)
     return *CLINT_MTIMECMP_HI(hart) == 0xffffffffu;
 }
 
+/* The team's cores plus the DMA engine. */
 static void check_hart_count(void)
 {
+    int expected = RT_NUM_CORES + 1;
     int present = 1;
-    while (present < RT_NUM_CORES && hart_exists(present))
+    while (present < expected && hart_exists(present))
         present++;
-    if (present == RT_NUM_CORES && !hart_exists(RT_NUM_CORES))
+    if (present == expected && !hart_exists(expected))
         return;
     claim_fatal_report();
     rt_puts("wrong hart count: the machine has ");
-    if (present == RT_NUM_CORES)
+    if (present == expected)
         rt_puts("more than ");
     rt_print_int(present);
     rt_puts(" harts, the program was built for RT_NUM_CORES=");
     rt_print_int(RT_NUM_CORES);
-    rt_putc('\n');
+    rt_puts(" and needs ");
+    rt_print_int(expected);
+    rt_puts(" (the cores and the DMA engine)\n");
     rt_exit(RT_EXIT_HART_COUNT);
 }
 
@@ -447,8 +610,15 @@ static void init_thread_pointer(int hart)
     __asm__ volatile("mv tp, %0" : : "r"(block) : "memory");
 }
 
+/* The engine waits for the release like the cores, but runs only runtime code that needs no TLS block
+ * (tp stays 0) and has its own stack in crt0.S, outside the painted team stacks. */
 void rt_hart_start(int hart)
 {
+    if (hart == DMA_HART) {
+        CSR_SET(mie, MIE_MSIE);
+        wait_for_change(&boot_released, 0u);
+        dma_engine_loop();
+    }
     paint_own_stack(hart);
     init_thread_pointer(hart);
     CSR_SET(mie, MIE_MSIE);
@@ -462,6 +632,7 @@ void rt_hart_start(int hart)
     __libc_init_array();
     __atomic_store_n(&boot_released, 1u, __ATOMIC_RELEASE);
     wake_others();
+    wake_dma_engine();
     CSR_SET(mstatus, MSTATUS_MIE);
     exit(main());
 }

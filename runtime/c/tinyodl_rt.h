@@ -5,8 +5,10 @@
  * rv32imafc (+Zfh), ilp32f, picolibc, bare metal (`-bios none -kernel`).
  *
  * Compile-time settings (-D on the command line):
- *   RT_NUM_CORES    harts in the team (default 8). Start-up checks that the machine has exactly this
- *                   many harts and otherwise exits with RT_EXIT_HART_COUNT.
+ *   RT_NUM_CORES    harts in the team (default 8). The machine has one hart more, the DMA engine
+ *                   (hart RT_NUM_CORES): start-up checks that it has exactly RT_NUM_CORES + 1 harts
+ *                   and otherwise exits with RT_EXIT_HART_COUNT.
+ *   RT_DMA_*        DMA queue, checking mode and timing model: see the DMA section below.
  *   RT_STACK_BYTES  stack per hart in L2 (default 8192). Must match the linker script's stack_bytes.
  *   RT_WATCHDOG_MS  hart 0's watchdog in milliseconds of CLINT mtime (10 MHz; QEMU without -icount
  *                   advances it with host time). Default 60000; 0 disables it.
@@ -17,15 +19,17 @@
  *   2 RT_EXIT_RESERVED    reserved (the host uses 2 for bad input)
  *   3 RT_EXIT_TRAP        unexpected trap; one line "TRAP mcause=<name> (<num>) mepc=.. mtval=.. hart=N"
  *   4 RT_EXIT_WATCHDOG    watchdog expired; one line "WATCHDOG ..."
- *   5 RT_EXIT_HART_COUNT  the machine's hart count differs from RT_NUM_CORES; one line "wrong hart count .."
+ *   5 RT_EXIT_HART_COUNT  the machine's hart count differs from RT_NUM_CORES + 1; one line "wrong hart count .."
  *   6 RT_EXIT_STACK       a hart's stack overflowed (found when the program ends with 0 or 1: the
  *                         bottom of every stack is painted at start-up); one line
  *                         "STACK OVERFLOW hart=N RT_STACK_BYTES=B"
  *
- * Threading model: hart 0 runs main(). The other harts sleep in `wfi` until rt_team_run() hands them
- * a function. Waiting never spins: a waiter sleeps in `wfi` and is woken by a CLINT software interrupt
- * (msip) that the releasing hart raises. With 8 vCPUs on few host cores a spinning waiter would steal
- * host time from the harts doing the work.
+ * Threading model: hart 0 runs main(). The other cores sleep in `wfi` until rt_team_run() hands them
+ * a function; hart RT_NUM_CORES runs the DMA engine. Waiting never spins: a waiter sleeps in `wfi` and
+ * is woken by a CLINT software interrupt (msip) that the releasing hart raises. With 9 vCPUs on few
+ * host cores a spinning waiter would steal host time from the harts doing the work. A hart may also
+ * be woken for someone else's event (the DMA engine wakes every waiter it knows of), so every sleep
+ * re-checks its own condition.
  */
 #ifndef TINYODL_RT_H
 #define TINYODL_RT_H
@@ -54,7 +58,7 @@
 
 /* This hart's index, 0 .. rt_num_cores()-1. */
 int rt_core_id(void);
-/* Harts in the team (RT_NUM_CORES, checked against the machine at start-up). */
+/* Harts in the team (RT_NUM_CORES; the machine has one more, the DMA engine). */
 int rt_num_cores(void);
 
 /* Called by hart 0 (from main): runs fn(arg) on every core, hart 0 included, and returns once all
@@ -90,25 +94,84 @@ static inline void rt_chunk(int n, int *start, int *end)
         __asm__ volatile("slti x0, x0, %0" : : "i"(id) : "memory");                        \
     } while (0)
 
-/* ---- DMA (modelled) --------------------------------------------------------------------------- */
+/* ---- DMA engine ------------------------------------------------------------------------------ */
 
-/* A cluster DMA moves data between L2 and L1. QEMU has none, so the copy is done by the calling core
- * and its cost is modelled and accumulated instead:
- *     cycles(transfer) = RT_DMA_SETUP_CYCLES + ceil(bytes / RT_DMA_BYTES_PER_CYCLE)
- * RT_DMA_SETUP_CYCLES: programming the DMA's registers and the first beat's latency (PULP's cluster
- * DMA needs a few tens of cycles); RT_DMA_BYTES_PER_CYCLE: one 64-bit AXI beat per cycle.
- * The counters are plain (not atomic): as on PULP, one core at a time drives the DMA (typically core 0,
- * followed by rt_barrier() before others read the data). */
-#define RT_DMA_SETUP_CYCLES 30u
-#define RT_DMA_BYTES_PER_CYCLE 8u
+/* The cluster's DMA engine is hart RT_NUM_CORES, an agent of its own (PULP clusters are 8 cores + 1):
+ * it takes transfers from a FIFO queue in L2 and copies them while the cores go on computing.
+ * It never runs team work and never marks a perf region, so its instructions are counted in region 0
+ * of its own hart only, never as a compute core's.
+ *
+ * Contract:
+ *   - One core at a time issues (rt_dma_start_*), as on PULP where core 0 drives the DMA; any core may
+ *     wait. Transfers complete in the order they were started.
+ *   - Source and destination of one transfer must not overlap. Until the transfer is waited for, the
+ *     issuer must not write its source nor anyone read or write its destination.
+ *   - The returned ids increase by one per transfer; rt_dma_wait(id) returns once transfer `id` and all
+ *     started before it are complete, and makes their data visible to the waiting core. Waiting for an
+ *     id twice is fine; waiting for one that was never returned sleeps until the watchdog fires.
+ *   - The queue holds RT_DMA_QUEUE_SLOTS transfers; issuing into a full queue sleeps until a slot frees.
+ *   - Nobody spins: waiters, a blocked issuer and the idle engine sleep in `wfi` and are woken by CLINT
+ *     software interrupts.
+ *
+ * Checking mode (-DRT_DMA_CHECK=1) makes a missing or misplaced wait fail deterministically:
+ *   - rt_dma_start_* first fills the destination with the NaN pattern RT_DMA_POISON (every aligned
+ *     word reads 0x7fc0dead, a quiet NaN; bytes follow their position in the word for unaligned and
+ *     odd-sized rows), so reading it before the wait gives NaN, which fails a golden check;
+ *   - the engine copies a transfer only once somebody waits for it or for a later one, so a source
+ *     written after the start is what gets copied (also wrong, also deterministic);
+ *   - consequence: a transfer must not be started into a buffer that an earlier, not yet waited-for
+ *     transfer still reads (wait for the outgoing transfer before reusing its buffer), and when the
+ *     queue is full the issuer itself waits for the oldest transfer;
+ *   - the poisoning runs on the issuing core, so instruction counts of a checking build are not the
+ *     performance figures.
+ *
+ * Modelled time (the copy itself takes QEMU time, not modelled time). Per transfer:
+ *     cycles = SETUP + ceil(100 * bytes / BYTES_PER_100_CYCLES)
+ * with the L2->L1 parameters when the destination lies in the L1 region (__l1_start ..
+ * __l1_region_end) and the L1->L2 ones otherwise. Defaults: GVSoC's pulp-open cluster DMA (mchan),
+ * measured from the issuing core's first register access to completion (see TOOLCHAIN.md): L2->L1
+ * 21 + bytes/8 cycles, L1->L2 23 + bytes/7.76 (256-byte bursts). A 2-D transfer is modelled as one
+ * transfer of rows * row_bytes (an assumption: real mchan splits rows into bursts of their own). */
+#ifndef RT_DMA_QUEUE_SLOTS
+#define RT_DMA_QUEUE_SLOTS 64
+#endif
+#ifndef RT_DMA_CHECK
+#define RT_DMA_CHECK 0
+#endif
+#ifndef RT_DMA_L2_TO_L1_SETUP_CYCLES
+#define RT_DMA_L2_TO_L1_SETUP_CYCLES 21u
+#endif
+#ifndef RT_DMA_L2_TO_L1_BYTES_PER_100_CYCLES
+#define RT_DMA_L2_TO_L1_BYTES_PER_100_CYCLES 800u
+#endif
+#ifndef RT_DMA_L1_TO_L2_SETUP_CYCLES
+#define RT_DMA_L1_TO_L2_SETUP_CYCLES 23u
+#endif
+#ifndef RT_DMA_L1_TO_L2_BYTES_PER_100_CYCLES
+#define RT_DMA_L1_TO_L2_BYTES_PER_100_CYCLES 776u
+#endif
+#define RT_DMA_POISON 0x7fc0deadu
 
+/* Updated by the DMA engine only, when a transfer completes: read them after rt_dma_wait_all(). */
 extern volatile unsigned long long rt_dma_bytes_total;     /* bytes moved */
-extern volatile unsigned long long rt_dma_transfers_total; /* number of transfers (1D or 2D) */
+extern volatile unsigned long long rt_dma_transfers_total; /* number of transfers (1-D or 2-D) */
 extern volatile unsigned long long rt_dma_cycles_total;    /* modelled cycles, formula above */
 
-/* Copies `bytes` bytes from src to dst (regions must not overlap) and accounts one transfer. */
+typedef unsigned rt_dma_id_t;
+
+/* Starts copying `bytes` bytes from src to dst; returns the transfer's id. */
+rt_dma_id_t rt_dma_start_1d(void *dst, const void *src, unsigned bytes);
+/* Starts copying `rows` rows of `row_bytes` bytes, row r from src + r * src_stride to
+ * dst + r * dst_stride; returns the transfer's id. */
+rt_dma_id_t rt_dma_start_2d(void *dst, const void *src, unsigned row_bytes, unsigned rows,
+                            unsigned dst_stride, unsigned src_stride);
+/* Sleeps until transfer `id` and every transfer started before it are complete. */
+void rt_dma_wait(rt_dma_id_t id);
+/* Sleeps until every transfer started so far is complete. */
+void rt_dma_wait_all(void);
+
+/* Synchronous forms: start, then wait. */
 void rt_dma_copy(void *dst, const void *src, unsigned bytes);
-/* Strided copy of `rows` rows of `row_bytes` bytes each; accounts one transfer of rows*row_bytes. */
 void rt_dma_copy_2d(void *dst, const void *src, unsigned row_bytes, unsigned rows,
                     unsigned dst_stride, unsigned src_stride);
 

@@ -29,6 +29,7 @@ def _import_host() -> types.ModuleType:
 host = _import_host()
 GUEST_DIR = Path(__file__).parent / "guest"
 RUN_TIMEOUT_S = 30.0
+DMA_HART = 8  # the engine's hart when built for 8 cores
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +73,9 @@ def test_two_thousand_barriers_are_correct_and_fast(tmp_path: Path, toolchain: h
     assert "barriers=2000 counter=16000 errors=0" in result.stdout
     # 4000 sleeping barriers x 8 harts take ~0.4 s; a spinning barrier would take tens of seconds
     assert result.wall_seconds < 8.0
-    per_barrier = [regions[7].insns / 2000 for regions in result.per_hart_regions.values()]
+    per_barrier = [result.per_hart_regions[hart][7].insns / 2000 for hart in range(8)]
     assert max(per_barrier) < 100
+    assert list(result.per_hart_regions[DMA_HART]) == [0]
 
 
 @pytest.mark.qemu
@@ -83,8 +85,10 @@ def test_region_counts_are_exact_and_repeatable(tmp_path: Path, toolchain: host.
     runs = [host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=True, toolchain=toolchain) for _ in range(2)]
     for result in runs:
         assert result.ok, result.failure
-        assert sorted(result.per_hart_regions) == list(range(8))
-        for hart, regions in result.per_hart_regions.items():
+        assert sorted(result.per_hart_regions) == [*range(8), DMA_HART]
+        assert list(result.per_hart_regions[DMA_HART]) == [0]
+        for hart in range(8):
+            regions = result.per_hart_regions[hart]
             loop = host.RegionCount(insns=2 + 2 * iterations, cycles=2 + 4 * iterations - 2)
             assert regions[5] == loop, f"hart {hart}"
             if hart != 0:
@@ -186,8 +190,8 @@ def test_l1_buffer_dma_and_float_printf(tmp_path: Path, toolchain: host.Toolchai
     elf = build_guest(tmp_path, toolchain, "l1_dma", l1_bytes=4096, l2_bytes=1 << 20)
     result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
     assert result.ok, result.failure
-    # two transfers: 256 B (30 + 32 cycles) and 15 rows of 256 B (30 + 480 cycles)
-    assert "sum=256.000 pi=3.1416 bytes=4096 transfers=2 cycles=572" in result.stdout
+    # two transfers into L1: 256 B (21 + 256/8 cycles) and 15 rows of 256 B (21 + 3840/8 cycles)
+    assert "sum=256.000 pi=3.1416 bytes=4096 transfers=2 cycles=554" in result.stdout
     usage = host.memory_usage(elf, toolchain)
     assert (usage.l1_used, usage.l1_bytes, usage.l2_bytes) == (4096, 4096, 1 << 20)
     assert 0 < usage.l2_used < usage.l2_bytes

@@ -33,19 +33,30 @@ static void counted_loop(void *arg)
 }
 
 static volatile unsigned delay_sink;
+static volatile unsigned cleared_wakeups;
+
+static void delay(void)
+{
+    for (unsigned i = 0; i < 300000; i++)
+        delay_sink = i;
+}
 
 static void sleep_once(void *arg)
 {
     (void)arg;
     int core = rt_core_id();
     if (core == 0) {
-        /* long enough for every other core to be asleep in its wfi */
-        for (unsigned i = 0; i < 300000; i++)
-            delay_sink = i;
+        /* Raising msip before a core has cleared its own would lose the wake-up (on a loaded host a
+         * core can lag by milliseconds); after the clearing, the delay gives every core time to be
+         * asleep in its wfi. */
+        while (__atomic_load_n(&cleared_wakeups, __ATOMIC_ACQUIRE) != (unsigned)rt_num_cores() - 1u)
+            delay();
+        delay();
         for (int other = 1; other < rt_num_cores(); other++)
             CLINT_MSIP[other] = 1;
     } else {
         CLINT_MSIP[core] = 0; /* a wake-up left over from the last barrier would make wfi fall through */
+        __atomic_fetch_add(&cleared_wakeups, 1u, __ATOMIC_RELEASE);
         RT_REGION(8);
         __asm__ volatile("wfi\n nop\n nop\n nop\n" : : : "memory");
         RT_REGION(9);
