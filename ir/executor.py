@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from tinyodl.ir.graph import Graph, Value
-from tinyodl.ir.registry import lookup
+from tinyodl.ir.registry import kernel_of, lookup
 from tinyodl.ir.types import DType
 from tinyodl.ir.verify import describe
 
@@ -46,9 +46,10 @@ class Executor:
         for value in self.graph.params + self.graph.state:
             env[value] = self.persistent[value.name]
         for index, op in enumerate(self.graph.ops):
-            opdef = lookup(op.type)
+            kernel, attrs = kernel_of(op.type, op.attrs)  # a tile loop computes what its kernel does
+            opdef = lookup(kernel)
             try:
-                results = opdef.reference([env[v] for v in op.inputs], opdef.with_defaults(op.attrs))
+                results = opdef.reference([env[v] for v in op.inputs], opdef.with_defaults(attrs))
             except Exception as exc:
                 raise RuntimeError(f"{describe(op, index)}: {exc}") from exc
             if opdef.mutates:

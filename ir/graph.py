@@ -54,6 +54,8 @@ class Op:
     phase: Phase = Phase.FORWARD
     # The ONNX node this op implements (or, for backward ops, the forward node they differentiate).
     node: str = ""
+    # A tile loop's body: the DMA transfers and the kernel call of one tile, on L1 tile values.
+    body: list[Op] = field(default_factory=list)
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)

@@ -115,7 +115,29 @@ def check_attr(opdef: OpDef, key: str, value: Any) -> None:
         raise IRError(f"{opdef.name}: attribute '{key}' must be {spec.kind}, got {value!r}")
 
 
+# A tile loop carries its kernel's attributes plus these, which say how it is tiled.
+TILING_ATTRS = ("tiled_op", "tile", "tiles", "l1_bytes")
+
+
+def kernel_of(op_type: str, attrs: Attrs) -> tuple[str, dict[str, Any]]:
+    """The op that computes: a tile loop's kernel and its attributes, any other op itself."""
+    if op_type != "tile_loop":
+        return op_type, dict(attrs)
+    if not isinstance(attrs.get("tiled_op"), str):
+        raise IRError("tile_loop: missing attribute 'tiled_op' (a string naming the op it tiles)")
+    return str(attrs["tiled_op"]), {k: v for k, v in attrs.items() if k not in TILING_ATTRS}
+
+
+def mutated_operands(op: Op) -> tuple[int, ...]:
+    return lookup(kernel_of(op.type, op.attrs)[0]).mutates
+
+
 def infer_types(op_type: str, input_types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+    if op_type == "tile_loop":
+        kernel, kernel_attrs = kernel_of(op_type, attrs)
+        if kernel == "tile_loop":
+            raise IRError("tile_loop: a tile loop cannot tile another")
+        return infer_types(kernel, input_types, kernel_attrs)
     opdef = lookup(op_type)
     if not opdef.min_inputs <= len(input_types) <= opdef.max_inputs:
         raise IRError(f"{op_type}: expects {opdef.min_inputs}..{opdef.max_inputs} operands, "
@@ -129,7 +151,8 @@ def infer_types(op_type: str, input_types: Sequence[TensorType], attrs: Attrs) -
 
 
 def op_macs(op: Op) -> int:
-    opdef = lookup(op.type)
+    kernel, attrs = kernel_of(op.type, op.attrs)
+    opdef = lookup(kernel)
     if opdef.macs is None:
         return 0
-    return int(opdef.macs([v.type for v in op.inputs], [v.type for v in op.outputs], op.attrs))
+    return int(opdef.macs([v.type for v in op.inputs], [v.type for v in op.outputs], opdef.with_defaults(attrs)))

@@ -86,7 +86,13 @@ def print_graph(graph: Graph) -> str:
     if graph.memory_plan is not None:
         lines.append(f"  // {_plan_summary(graph)}")
     lines += [f"  {_declaration(v)}" for v in graph.graph_values()]
-    lines += [f"  {format_op(op)}" for op in graph.ops]
+    for op in graph.ops:
+        if not op.body:
+            lines.append(f"  {format_op(op)}")
+            continue
+        lines.append(f"  {format_op(op)} {{")
+        lines += [f"    {format_op(inner)}" for inner in op.body]
+        lines.append("  }")
     lines.append("  return " + ", ".join(value_ref(v) for v in graph.outputs))
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -231,6 +237,7 @@ def parse_graph(text: str) -> Graph:
         return values[name]
 
     closed = False
+    open_body: Op | None = None  # the tile loop whose body lines are being read
     for line in lines[1:]:
         if closed:
             raise line.error("text after the closing brace")
@@ -238,7 +245,17 @@ def parse_graph(text: str) -> Graph:
         if kind == "punct" and text_ == "}":
             line.take("punct")
             line.end()
-            closed = True
+            if open_body is not None:
+                open_body = None
+            else:
+                closed = True
+        elif open_body is not None:
+            inner = _parse_op(line, graph, values, lookup)
+            if inner.body is _OPENS_BODY:
+                raise line.error("a body op cannot have a body of its own")
+            for out in inner.outputs:
+                out.producer = inner
+            open_body.body.append(inner)
         elif kind == "ident" and text_ in _DECL_ROLES:
             _parse_declaration(line, graph, values)
         elif kind == "ident" and text_ == "return":
@@ -248,7 +265,13 @@ def parse_graph(text: str) -> Graph:
                 graph.outputs.append(lookup(line))
             line.end()
         else:
-            graph.append(_parse_op(line, graph, values, lookup))
+            op = _parse_op(line, graph, values, lookup)
+            if op.body is _OPENS_BODY:
+                op.body = []
+                open_body = op
+            graph.append(op)
+    if open_body is not None:
+        raise ParseError(f"missing closing '}}' of the body of {open_body.type} (node {open_body.node!r})")
     if not closed:
         raise ParseError("missing closing '}'")
     return graph
@@ -322,5 +345,13 @@ def _parse_op(line: _Line, graph: Graph, values: dict[str, Value], lookup) -> Op
             outputs.append(value)
     phase = _enum(line, Phase)
     node = json.loads(line.take("string"))
+    opens_body = line.accept("punct", "{")
     line.end()
-    return Op(op_type, inputs, outputs, attrs, phase, node)
+    op = Op(op_type, inputs, outputs, attrs, phase, node)
+    if opens_body:
+        op.body = _OPENS_BODY
+    return op
+
+
+# Marks an op whose line ends in '{': the lines up to the matching '}' are its body.
+_OPENS_BODY: list[Op] = []

@@ -43,6 +43,7 @@ class Role(enum.Enum):
     ACT = "act"
     GRAD = "grad"
     LOSS = "loss"
+    L1 = "l1"  # a tile in the L1 scratchpad (inside a tile loop's body)
 
 
 class Phase(enum.Enum):

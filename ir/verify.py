@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tinyodl.ir.graph import Graph, Op
-from tinyodl.ir.registry import IRError, infer_types, lookup
+from tinyodl.ir.registry import IRError, infer_types, lookup, mutated_operands
 from tinyodl.ir.types import Phase, Role
 
 # Updates may interleave with the backward pass: the memory pass moves each one up to where its gradient is
@@ -66,10 +66,24 @@ def verify_graph(graph: Graph) -> None:
                 and op.outputs[0].l2_offset != op.inputs[0].l2_offset:
             raise IRError(f"{where}: the reshaped view %{op.outputs[0].name} is at L2 offset "
                           f"{op.outputs[0].l2_offset}, its source at {op.inputs[0].l2_offset}")
-        for position in opdef.mutates:
+        if op.body or op.type == "tile_loop":
+            _verify_body(op, where, defined)
+        for position in mutated_operands(op) if opdef.name == "tile_loop" else opdef.mutates:
             if position < len(op.inputs) and op.inputs[position].role not in (Role.PARAM, Role.STATE):
                 raise IRError(f"{where}: writes operand %{op.inputs[position].name} in place, "
                               "which is neither a parameter nor optimizer state")
     for value in graph.outputs:
         if value not in defined:
             raise IRError(f"graph output %{value.name} is not defined")
+
+
+def _verify_body(op: Op, where: str, defined: set) -> None:  # type: ignore[type-arg]
+    """A tile loop's body: DMA and compute ops on L1 tiles of the loop's own operands and results."""
+    if op.type != "tile_loop":
+        raise IRError(f"{where}: only a tile_loop has a body")
+    from tinyodl.ir.ops.tiling import check_body
+
+    try:
+        check_body(op, defined)
+    except IRError as exc:
+        raise IRError(f"{where}: {exc}") from None
