@@ -8,7 +8,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from tinyodl.driver import TrainingOptions, UserError
+from tinyodl.driver.options import DTYPES, LAYOUTS, LOSSES, OPTIMIZERS, Options, UserError
+from tinyodl.ir.target import TARGETS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,8 +36,8 @@ def _betas(text: str) -> tuple[float, float]:
 def _training_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("training options")
-    group.add_argument("--loss", choices=["cross_entropy", "mse"], default="cross_entropy")
-    group.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    group.add_argument("--loss", choices=LOSSES, default="cross_entropy")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     group.add_argument("--lr", type=float, default=0.01)
     group.add_argument("--momentum", type=float, default=0.0)
     group.add_argument("--weight-decay", type=float, default=0.0)
@@ -47,22 +48,28 @@ def _training_parent() -> argparse.ArgumentParser:
     group.add_argument("--train", default="all",
                        help="what learns: all, none, last:N (last N parametrised layers), bias, or a comma list "
                             "of initializer names")
-    group.add_argument("--dtype", choices=["fp32", "fp16", "mixed"], default="fp32")
-    group.add_argument("--layout", choices=["chw", "hwc", "auto"], default="chw")
+    group.add_argument("--dtype", choices=DTYPES, default="fp32")
+    group.add_argument("--layout", choices=LAYOUTS, default="chw")
     group.add_argument("--fold-bn", action="store_true", help="fold batch norm into the preceding conv")
-    group.add_argument("--cores", type=int, default=8)
-    group.add_argument("--l1", type=_size, default=128 * 1024, metavar="BYTES")
-    group.add_argument("--l2", type=_size, default=64 * 1024 * 1024, metavar="BYTES")
+    group.add_argument("--platform", choices=sorted(TARGETS), default="pulp8",
+                       help="the cluster to compile for (cores, L1, L2, ISA, memory timing)")
+    group.add_argument("--cores", type=int, default=None, help="compute cores (default: the platform's)")
+    group.add_argument("--l1", type=_size, default=None, metavar="BYTES",
+                       help="L1 scratchpad bytes, suffix k or M allowed (default: the platform's)")
+    group.add_argument("--l2", type=_size, default=None, metavar="BYTES",
+                       help="L2 bytes, suffix k or M allowed (default: the platform's)")
+    group.add_argument("--no-tiling", dest="tiling", action="store_false",
+                       help="kernels read L2 directly (the untiled baseline)")
     parent.add_argument("--debug", action="store_true", help="show tracebacks")
     return parent
 
 
-def _options(args: argparse.Namespace) -> TrainingOptions:
-    return TrainingOptions(
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
         loss=args.loss, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, nesterov=args.nesterov, betas=args.betas, eps=args.eps,
         batch=args.batch, train=args.train, dtype=args.dtype, layout=args.layout, fold_bn=args.fold_bn,
-        cores=args.cores, l1_bytes=args.l1, l2_bytes=args.l2)
+        platform=args.platform, cores=args.cores, l1_bytes=args.l1, l2_bytes=args.l2, tiling=args.tiling)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from tinyodl import commands
+        from tinyodl.driver import commands
         return int(getattr(commands, f"cmd_{args.command}")(args, _options(args) if args.command != "doctor"
                                                              else None))
     except UserError as exc:

@@ -19,7 +19,7 @@ import numpy as np
 from tinyodl.backend_c.emitters import EMITTERS, BackendError, EmitContext
 from tinyodl.backend_c.names import SymbolTable, c_float_exact, c_string, comment_text
 from tinyodl.backend_c.program import Buffer, KernelCall, Program, Region
-from tinyodl.driver import TrainingOptions, UserError
+from tinyodl.driver.options import Options, UserError
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.registry import op_macs
 from tinyodl.ir.types import Phase, Role
@@ -114,15 +114,16 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: TrainingOptions,
+def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: Options,
                    ) -> tuple[Program, dict[str, str]]:
-    program = lower_to_program(graph, len(batches), options.cores)
+    target = options.target()
+    program = lower_to_program(graph, len(batches), target.cores)
     env = _environment()
     data = {b.symbol: _input_data(batches, b) for b in program.inputs}
     l2_bytes = sum(b.nbytes for b in program.buffers if b.alias_of is None and b.kind != "input")
     context = {"program": program, "model": comment_text(graph.name), "input_data": data,
-               "l1_bytes": options.l1_bytes, "l2_bytes": options.l2_bytes, "stack_bytes": STACK_BYTES,
-               "num_cores": options.cores, "static_bytes": l2_bytes}
+               "l1_bytes": target.l1_bytes, "l2_bytes": target.l2_bytes, "stack_bytes": STACK_BYTES,
+               "num_cores": target.cores, "static_bytes": l2_bytes}
     files = {
         "src/network.h": env.get_template("network.h.j2").render(context),
         "src/network.c": env.get_template("network.c.j2").render(context),
@@ -134,16 +135,16 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     }
     runtime_dir = resources.files("tinyodl.runtime") / "c"
     try:  # the runtime's renderer checks the budgets against QEMU's memory, so a bad one fails here, not in ld
-        files["link.ld"] = render_linker_script(options.l1_bytes, options.l2_bytes, STACK_BYTES, options.cores)
+        files["link.ld"] = render_linker_script(target.l1_bytes, target.l2_bytes, STACK_BYTES, target.cores)
     except ValueError as exc:
-        raise UserError(f"--l1 {options.l1_bytes} / --l2 {options.l2_bytes}: {exc}") from None
+        raise UserError(f"--l1 {target.l1_bytes} / --l2 {target.l2_bytes}: {exc}") from None
     for name in ("tinyodl_rt.h", "rt.c", "crt0.S"):
         files[f"runtime/{name}"] = (runtime_dir / name).read_text()
     kernel_dir = resources.files("tinyodl.backend_c") / "kernels"
     for entry in sorted(kernel_dir.iterdir(), key=lambda e: e.name):
         if entry.name.endswith((".c", ".h")):
             files[f"kernels/{entry.name}"] = entry.read_text()
-    files["regions.json"] = json.dumps({"model": graph.name, "cores": options.cores, "steps": len(batches),
+    files["regions.json"] = json.dumps({"model": graph.name, "cores": target.cores, "steps": len(batches),
                                         "regions": [vars(r) for r in program.regions],
                                         "params": [name for name, _ in program.trainable],
                                         "static_bytes": l2_bytes}, indent=1) + "\n"
@@ -166,7 +167,7 @@ def _chmod_like_mkdir(path: Path) -> None:
     path.chmod(0o777 & ~umask)
 
 
-def write_project(graph: Graph, batches, options: TrainingOptions, out_dir: Path) -> Program:  # type: ignore[no-untyped-def]
+def write_project(graph: Graph, batches, options: Options, out_dir: Path) -> Program:  # type: ignore[no-untyped-def]
     steps = batches.steps if hasattr(batches, "steps") else batches
     program, files = render_project(graph, steps, options)
     out_dir = Path(out_dir).resolve()  # "." or ".." cannot be renamed, their resolved paths can

@@ -13,9 +13,11 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from tinyodl.driver import TrainingOptions, UserError, build_training_graph
-from tinyodl.qemu_sim import SimulationFailed, run_on_qemu
-from tinyodl.simulate import check_writable, load_batches, save_report
+from tinyodl.driver.data import load_batches
+from tinyodl.driver.files import check_writable, save_report
+from tinyodl.driver.options import Options, UserError
+from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.qemu import SimulationFailed, run_on_qemu
 
 
 def _key(layer: dict[str, Any]) -> tuple[str, str]:
@@ -63,7 +65,7 @@ def print_comparison(result: dict[str, Any]) -> None:
           f"L2 {result['memory']['l2_bytes']} B; checks {'ok' if result['check_ok'] else 'FAILED'}")
 
 
-def cmd_bench(args: argparse.Namespace, options: TrainingOptions) -> int:
+def cmd_bench(args: argparse.Namespace, options: Options) -> int:
     if not 1 <= args.baseline_cores <= 8:
         raise UserError(f"--baseline-cores must be between 1 and 8, got {args.baseline_cores}")
     if not args.timeout > 0:  # NaN fails this too
@@ -72,14 +74,15 @@ def cmd_bench(args: argparse.Namespace, options: TrainingOptions) -> int:
     graph = build_training_graph(args.model, options)
     batches = load_batches(graph, args.data, args.steps)
     reports = {}
-    for cores in (options.cores, args.baseline_cores):
+    main_cores = options.target().cores
+    for cores in (main_cores, args.baseline_cores):
         print(f"[tinyodl] {args.model.name}: {args.steps} step(s) on {cores} core(s)", file=sys.stderr, flush=True)
         try:
             reports[cores] = run_on_qemu(graph, batches, replace(options, cores=cores), timeout=args.timeout).report
         except SimulationFailed as exc:
             print(f"tinyodl: {exc}", file=sys.stderr)
             return 1
-    result = compare_reports(reports[options.cores], reports[args.baseline_cores])
+    result = compare_reports(reports[main_cores], reports[args.baseline_cores])
     print_comparison(result)
     if args.report is not None:
         save_report(args.report, {"comparison": result, "reports": {str(k): v for k, v in reports.items()}})

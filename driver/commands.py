@@ -6,20 +6,16 @@ import argparse
 import io
 import sys
 
-from tinyodl.driver import TrainingOptions, UserError, build_training_graph
+from tinyodl.driver.data import load_batches
+from tinyodl.driver.files import check_writable, save_params, save_report, write_atomic
+from tinyodl.driver.options import Options, UserError
+from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.reference import run_reference
 from tinyodl.ir.dot import to_dot
 from tinyodl.ir.text import print_graph
-from tinyodl.simulate import (
-    check_writable,
-    load_batches,
-    run_reference,
-    save_params,
-    save_report,
-    write_atomic,
-)
 
 
-def cmd_ir(args: argparse.Namespace, options: TrainingOptions) -> int:
+def cmd_ir(args: argparse.Namespace, options: Options) -> int:
     printer = to_dot if args.format == "dot" else print_graph
     print_after = {"all"} if args.print_after_all else set(args.print_after)
     check_writable(args.output)
@@ -35,7 +31,7 @@ def cmd_ir(args: argparse.Namespace, options: TrainingOptions) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace, options: TrainingOptions) -> int:
+def cmd_simulate(args: argparse.Namespace, options: Options) -> int:
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     if not args.timeout > 0:  # NaN fails this too
@@ -55,11 +51,11 @@ def cmd_simulate(args: argparse.Namespace, options: TrainingOptions) -> int:
         if args.save_params is not None:
             save_params(args.save_params, reference.params)
         return 0
-    from tinyodl.qemu_sim import simulate_qemu
+    from tinyodl.driver.qemu import simulate_qemu
     return simulate_qemu(args, options, graph, batches)
 
 
-def cmd_compile(args: argparse.Namespace, options: TrainingOptions) -> int:
+def cmd_compile(args: argparse.Namespace, options: Options) -> int:
     from tinyodl.backend_c.project import write_project
 
     graph = build_training_graph(args.model, options)
@@ -69,8 +65,8 @@ def cmd_compile(args: argparse.Namespace, options: TrainingOptions) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace, options: TrainingOptions) -> int:
-    from tinyodl.bench import cmd_bench as run_bench
+def cmd_bench(args: argparse.Namespace, options: Options) -> int:
+    from tinyodl.driver.bench import cmd_bench as run_bench
 
     return run_bench(args, options)
 

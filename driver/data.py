@@ -1,19 +1,14 @@
-"""`tinyodl simulate`: data loading, training steps on a target, checks against the reference, the report."""
+"""Data files to per-step batches: one feed (input name -> array) per training step."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from tinyodl.driver import UserError
-from tinyodl.ir.executor import Executor
+from tinyodl.driver.options import UserError
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.types import Phase
 
@@ -96,84 +91,3 @@ def _random_feed(graph: Graph, inputs: list[Value], target: Value, step: int) ->
         logits = next(op.inputs[0] for op in graph.ops if op.phase is Phase.LOSS)
         feed[target.name] = rng.integers(0, logits.shape[1], size=target.shape).astype(np.int64)
     return feed
-
-
-@dataclass
-class ReferenceRun:
-    losses: list[float]
-    params: dict[str, np.ndarray]        # by ONNX initializer name, after the last step
-    executor: Executor
-    initial: dict[str, np.ndarray] = field(default_factory=dict)  # by ONNX initializer name, before step 0
-    grads: dict[str, np.ndarray] = field(default_factory=dict)    # by ONNX initializer name, of the last step
-    linear_updates: set[str] = field(default_factory=set)         # parameters whose update is plain SGD
-
-
-def run_reference(graph: Graph, batches: Batches) -> ReferenceRun:
-    executor = Executor(graph)
-    trainable = graph.trainable_params()
-    initial = {v.origin or v.name: executor.param(v.name).copy() for v in trainable}
-    updates = {op.inputs[0]: op for op in graph.ops if op.phase is Phase.UPDATE and len(op.inputs) > 1}
-    loss_value = graph.outputs[0]
-    losses = []
-    env: dict[str, np.ndarray] = {}
-    for feed in batches.steps:
-        env = executor.run(feed)
-        losses.append(float(env[loss_value.name]))
-    params = {v.origin or v.name: executor.param(v.name) for v in trainable}
-    grads = {v.origin or v.name: env[updates[v].inputs[1].name] for v in trainable if v in updates}
-    linear = {v.origin or v.name for v in trainable if v in updates and updates[v].type == "sgd_update"}
-    return ReferenceRun(losses, params, executor, initial=initial, grads=grads,
-                        linear_updates=linear)
-
-
-def check_writable(*paths: Path | None) -> None:
-    """Fail before any work when an output file cannot go where the user asked (so none is half-written)."""
-    for path in (Path(p) for p in paths if p is not None):
-        if path.is_dir():
-            raise UserError(f"{path}: is a directory, expected a file name")
-        ancestor = path.parent
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        if not ancestor.is_dir():
-            raise UserError(f"{path}: {ancestor} is not a directory")
-        if not os.access(ancestor, os.W_OK):
-            raise UserError(f"{path}: cannot write into {ancestor}")
-
-
-def write_atomic(path: Path, write: Any) -> None:
-    """Write a file through a temporary sibling so that no half-written file is left on failure."""
-    path = Path(path)
-    check_writable(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    os.close(handle)
-    try:
-        write(Path(temp))
-        Path(temp).chmod(0o666 & ~_umask())  # mkstemp's 0600 would make the result private
-        os.replace(temp, path)
-    except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def save_params(path: Path, params: dict[str, np.ndarray]) -> None:
-    def write(temp: Path) -> None:
-        with open(temp, "wb") as handle:
-            np.savez(handle, **{name: np.asarray(array, np.float32) for name, array in params.items()})
-    write_atomic(path, write)
-
-
-def save_report(path: Path, report: dict[str, Any]) -> None:
-    write_atomic(path, lambda temp: temp.write_text(json.dumps(report, indent=2) + "\n"))

@@ -13,14 +13,15 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tinyodl.backend_c.project import write_project
-from tinyodl.driver import TrainingOptions, UserError, build_training_graph
-from tinyodl.simulate import load_batches
+from tinyodl.driver.data import load_batches
+from tinyodl.driver.options import Options, UserError
+from tinyodl.driver.pipeline import build_training_graph
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _mlp_project(out: Path) -> None:
-    options = TrainingOptions()
+    options = Options()
     graph = build_training_graph(EXAMPLES / "mlp.onnx", options)
     write_project(graph, load_batches(graph, None, 1), options, out)
 
@@ -77,7 +78,7 @@ def _colliding_names_model(path: Path) -> Path:
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a host C compiler for -fsyntax-only")
 def test_names_that_meet_derived_identifiers_compile(tmp_path: Path) -> None:
-    options = TrainingOptions(loss="mse")
+    options = Options(loss="mse")
     graph = build_training_graph(_colliding_names_model(tmp_path / "collide.onnx"), options)
     out = tmp_path / "build"
     write_project(graph, load_batches(graph, None, 1), options, out)
@@ -100,7 +101,7 @@ def test_clip_without_a_maximum_compiles(tmp_path: Path) -> None:
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])],
                               [numpy_helper.from_array(np.array(-0.5, np.float32), "lo")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "clip.onnx")
-    options = TrainingOptions(loss="mse")
+    options = Options(loss="mse")
     graph_ir = build_training_graph(tmp_path / "clip.onnx", options)
     write_project(graph_ir, load_batches(graph_ir, None, 1), options, tmp_path / "build")
     assert "INFINITY" in (tmp_path / "build" / "src" / "network.c").read_text()
@@ -119,7 +120,7 @@ def test_make_run_passes_the_plugin_and_its_output_file(tmp_path: Path) -> None:
                                                                  (128 * 1024, 127 << 20, "exceed")])
 def test_memory_budgets_the_simulator_cannot_hold(tmp_path: Path, l1_bytes: int, l2_bytes: int,
                                                   fragment: str) -> None:
-    options = TrainingOptions(l1_bytes=l1_bytes, l2_bytes=l2_bytes)
+    options = Options(l1_bytes=l1_bytes, l2_bytes=l2_bytes)
     graph = build_training_graph(EXAMPLES / "mlp.onnx", options)
     with pytest.raises(UserError, match=fragment):
         write_project(graph, load_batches(graph, None, 1), options, tmp_path / "build")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyodl.qemu_sim import parse_output
+from tinyodl.driver.qemu import parse_output
 
 
 def test_losses_params_grads_and_dma() -> None:

@@ -6,15 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyodl.driver import TrainingOptions, build_training_graph
-from tinyodl.qemu_sim import SimOutput, compare
-from tinyodl.simulate import ReferenceRun, load_batches, run_reference
+from tinyodl.driver.check import SimOutput, compare
+from tinyodl.driver.data import load_batches
+from tinyodl.driver.options import Options
+from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.reference import ReferenceRun, run_reference
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _reference(optimizer: str = "sgd") -> ReferenceRun:
-    graph = build_training_graph(EXAMPLES / "dscnn.onnx", TrainingOptions(lr=0.01, optimizer=optimizer))
+    graph = build_training_graph(EXAMPLES / "dscnn.onnx", Options(lr=0.01, optimizer=optimizer))
     return run_reference(graph, load_batches(graph, None, 1))
 
 

@@ -110,10 +110,11 @@ def _transposed_output_model(path: Path) -> Path:
 
 
 def test_data_rows_per_step_follow_each_array_own_first_axis(tmp_path: Path) -> None:
-    from tinyodl.driver import TrainingOptions, build_training_graph
-    from tinyodl.simulate import load_batches
+    from tinyodl.driver.data import load_batches
+    from tinyodl.driver.options import Options
+    from tinyodl.driver.pipeline import build_training_graph
 
-    graph = build_training_graph(_transposed_output_model(tmp_path / "t.onnx"), TrainingOptions(loss="mse"))
+    graph = build_training_graph(_transposed_output_model(tmp_path / "t.onnx"), Options(loss="mse"))
     data = tmp_path / "d.npz"
     x, target = np.arange(12.0).reshape(6, 2), np.arange(30.0).reshape(10, 3)
     np.savez(data, x=x, target=target)
@@ -132,10 +133,11 @@ def test_data_arrays_of_the_wrong_kind(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_float64_data_is_rounded_to_what_the_program_sees(tmp_path: Path) -> None:
-    from tinyodl.driver import TrainingOptions, build_training_graph
-    from tinyodl.simulate import load_batches
+    from tinyodl.driver.data import load_batches
+    from tinyodl.driver.options import Options
+    from tinyodl.driver.pipeline import build_training_graph
 
-    graph = build_training_graph(EXAMPLES / "mlp.onnx", TrainingOptions())
+    graph = build_training_graph(EXAMPLES / "mlp.onnx", Options())
     data = tmp_path / "d.npz"
     np.savez(data, input=np.full((1, 64), 0.1), target=np.zeros(1, np.int64))
     feed = load_batches(graph, data, 1).steps[0]

@@ -7,26 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from tinyodl.driver import TrainingOptions, build_training_graph
+from tinyodl.driver.options import Options
+from tinyodl.driver.pipeline import build_training_graph
 from tinyodl.ir.text import parse_graph, print_graph
 from tinyodl.ir.verify import verify_graph
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def _dumps(model: Path, options: TrainingOptions) -> list[str]:
+def _dumps(model: Path, options: Options) -> list[str]:
     out = io.StringIO()
     build_training_graph(model, options, print_after={"all"}, out=out)
     chunks = out.getvalue().split("// ----- IR after ")[1:]
     return [chunk.split("\n", 1)[1] for chunk in chunks]
 
 
-@pytest.mark.parametrize("options", [TrainingOptions(), TrainingOptions(optimizer="adamw", momentum=0.0,
+@pytest.mark.parametrize("options", [Options(), Options(optimizer="adamw", momentum=0.0,
                                                                          train="last:3", fold_bn=True),
-                                     TrainingOptions(loss="mse", optimizer="sgd", momentum=0.9, train="bias")],
+                                     Options(loss="mse", optimizer="sgd", momentum=0.9, train="bias")],
                          ids=["sgd", "adamw-foldbn-last3", "mse-bias"])
 @pytest.mark.parametrize("name", ["resnet8", "dscnn", "lenet", "mlp"])
-def test_every_stage_round_trips(name: str, options: TrainingOptions) -> None:
+def test_every_stage_round_trips(name: str, options: Options) -> None:
     dumps = _dumps(EXAMPLES / f"{name}.onnx", options)
     assert len(dumps) == 3  # import, canonicalize, training
     for text in dumps:

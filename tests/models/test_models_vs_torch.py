@@ -15,8 +15,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tinyodl.driver import TrainingOptions, build_training_graph
-from tinyodl.simulate import load_batches, run_reference
+from tinyodl.driver.data import load_batches
+from tinyodl.driver.options import Options
+from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.reference import run_reference
 
 torch = pytest.importorskip("torch")
 
@@ -33,7 +35,7 @@ def _models_module():  # type: ignore[no-untyped-def]
     return module
 
 
-def _torch_run(name: str, options: TrainingOptions, trainable: set[str], batches: list[dict[str, np.ndarray]],
+def _torch_run(name: str, options: Options, trainable: set[str], batches: list[dict[str, np.ndarray]],
                input_name: str, target_name: str) -> tuple[list[float], dict[str, np.ndarray]]:
     module, _ = _models_module().build(name)
     module = module.double().eval()
@@ -70,11 +72,11 @@ def _torch_run(name: str, options: TrainingOptions, trainable: set[str], batches
 
 
 CONFIGS = {
-    "sgd": TrainingOptions(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, nesterov=True, batch=2),
-    "adam": TrainingOptions(optimizer="adam", lr=1e-3, weight_decay=1e-3, batch=2),
-    "adamw-mse": TrainingOptions(optimizer="adamw", lr=1e-3, weight_decay=0.05, loss="mse", batch=2),
-    "frozen-prefix": TrainingOptions(optimizer="sgd", lr=0.05, momentum=0.5, train="last:2", batch=2),
-    "bias-only": TrainingOptions(optimizer="sgd", lr=0.1, train="bias", batch=1),
+    "sgd": Options(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, nesterov=True, batch=2),
+    "adam": Options(optimizer="adam", lr=1e-3, weight_decay=1e-3, batch=2),
+    "adamw-mse": Options(optimizer="adamw", lr=1e-3, weight_decay=0.05, loss="mse", batch=2),
+    "frozen-prefix": Options(optimizer="sgd", lr=0.05, momentum=0.5, train="last:2", batch=2),
+    "bias-only": Options(optimizer="sgd", lr=0.1, train="bias", batch=1),
 }
 
 
@@ -101,6 +103,6 @@ def test_training_steps_match_pytorch(name: str, config: str) -> None:
 
 
 def test_frozen_prefix_emits_no_backward_below_the_trainable_layers() -> None:
-    graph = build_training_graph(EXAMPLES / "resnet8.onnx", TrainingOptions(train="last:1"))
+    graph = build_training_graph(EXAMPLES / "resnet8.onnx", Options(train="last:1"))
     backward = [op for op in graph.ops if op.phase.value == "backward"]
     assert [op.type for op in backward] == ["softmax_cross_entropy_grad", "gemm", "reduce_sum", "reshape"]

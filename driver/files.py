@@ -1,0 +1,66 @@
+"""Output files: checked before any work, written atomically so none is ever half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyodl.driver.options import UserError
+
+
+def check_writable(*paths: Path | None) -> None:
+    """Fail before any work when an output file cannot go where the user asked (so none is half-written)."""
+    for path in (Path(p) for p in paths if p is not None):
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory, expected a file name")
+        ancestor = path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UserError(f"{path}: {ancestor} is not a directory")
+        if not os.access(ancestor, os.W_OK):
+            raise UserError(f"{path}: cannot write into {ancestor}")
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """Write a file through a temporary sibling so that no half-written file is left on failure."""
+    path = Path(path)
+    check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    os.close(handle)
+    try:
+        write(Path(temp))
+        Path(temp).chmod(0o666 & ~_umask())  # mkstemp's 0600 would make the result private
+        os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def save_params(path: Path, params: dict[str, np.ndarray]) -> None:
+    def write(temp: Path) -> None:
+        with open(temp, "wb") as handle:
+            np.savez(handle, **{name: np.asarray(array, np.float32) for name, array in params.items()})
+    write_atomic(path, write)
+
+
+def save_report(path: Path, report: dict[str, Any]) -> None:
+    write_atomic(path, lambda temp: temp.write_text(json.dumps(report, indent=2) + "\n"))

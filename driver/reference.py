@@ -1,0 +1,40 @@
+"""The numpy reference: the same training graph run in float64, the golden numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tinyodl.driver.data import Batches
+from tinyodl.ir.executor import Executor
+from tinyodl.ir.graph import Graph
+from tinyodl.ir.types import Phase
+
+
+@dataclass
+class ReferenceRun:
+    losses: list[float]
+    params: dict[str, np.ndarray]        # by ONNX initializer name, after the last step
+    executor: Executor
+    initial: dict[str, np.ndarray] = field(default_factory=dict)  # by ONNX initializer name, before step 0
+    grads: dict[str, np.ndarray] = field(default_factory=dict)    # by ONNX initializer name, of the last step
+    linear_updates: set[str] = field(default_factory=set)         # parameters whose update is plain SGD
+
+
+def run_reference(graph: Graph, batches: Batches) -> ReferenceRun:
+    executor = Executor(graph)
+    trainable = graph.trainable_params()
+    initial = {v.origin or v.name: executor.param(v.name).copy() for v in trainable}
+    updates = {op.inputs[0]: op for op in graph.ops if op.phase is Phase.UPDATE and len(op.inputs) > 1}
+    loss_value = graph.outputs[0]
+    losses = []
+    env: dict[str, np.ndarray] = {}
+    for feed in batches.steps:
+        env = executor.run(feed)
+        losses.append(float(env[loss_value.name]))
+    params = {v.origin or v.name: executor.param(v.name) for v in trainable}
+    grads = {v.origin or v.name: env[updates[v].inputs[1].name] for v in trainable if v in updates}
+    linear = {v.origin or v.name for v in trainable if v in updates and updates[v].type == "sgd_update"}
+    return ReferenceRun(losses, params, executor, initial=initial, grads=grads,
+                        linear_updates=linear)

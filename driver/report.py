@@ -1,0 +1,71 @@
+"""The report: one JSON-able dict per run (the same schema for every target) and its printed summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinyodl.driver.check import SimOutput
+from tinyodl.driver.options import Options
+from tinyodl.ir.graph import Graph
+
+
+def build_report(graph: Graph, options: Options, program: Any, result: Any, simulated: SimOutput,
+                 check: dict[str, Any], memory: Any) -> dict[str, Any]:
+    cores = options.target().cores
+    steps = program.steps
+    layers = []
+    for region in program.regions:
+        per_core = [result.per_hart_regions.get(h, {}).get(region.id) for h in range(cores)]
+        insns = [c.insns if c else 0 for c in per_core]
+        cycles = [c.cycles if c else 0 for c in per_core]
+        macs = region.macs * steps
+        busiest = max(insns) if insns else 0
+        layers.append({"name": region.node, "op": "+".join(dict.fromkeys(region.ops)), "phase": region.phase,
+                       "macs": macs, "instructions": insns, "cycles_est": max(cycles) if cycles else 0,
+                       "mac_per_instr": macs / (cores * busiest) if busiest else 0.0})
+    per_core_total = [sum(layer["instructions"][h] for layer in layers) for h in range(cores)]
+    per_core_cycles = [sum(c.cycles for rid, c in result.per_hart_regions.get(h, {}).items() if rid != 0)
+                       for h in range(cores)]
+    total_macs = sum(layer["macs"] for layer in layers)
+    critical = sum(max(layer["instructions"]) for layer in layers if layer["instructions"])
+    busiest_total = max(per_core_total) if per_core_total else 0
+    return {
+        "model": graph.name, "target": "qemu", "platform": options.target().describe(), "dtype": options.dtype,
+        "cores": cores, "steps_run": steps,
+        "steps": [{"loss": loss} for loss in simulated.losses],
+        "check": check,
+        "layers": layers,
+        "totals": {"macs": total_macs, "instructions_max_core": busiest_total,
+                   "instructions_per_core": per_core_total,
+                   "critical_path_instructions": critical,
+                   "mac_per_instr": total_macs / (cores * busiest_total) if busiest_total else 0.0,
+                   "cycles_est": max(per_core_cycles) if per_core_cycles else 0},
+        "memory": {"l1_bytes": memory.l1_used, "l1_capacity": memory.l1_bytes, "l2_bytes": memory.l2_used,
+                   "l2_capacity": memory.l2_bytes, "dma_bytes": simulated.dma[0], "dma_transfers": simulated.dma[1],
+                   "dma_cycles_est": simulated.dma[2]},
+        "notes": "instructions and MACs are summed over all steps; instructions exclude start-up and output "
+                 "(region 0); critical_path_instructions sums each layer's busiest core (cores meet at a barrier after "
+                 "every kernel); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c)",
+    }
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    for step, item in enumerate(report["steps"]):
+        print(f"step {step}: loss {item['loss']:.6f}")
+    header = f"{'layer':<28} {'op':<34} {'phase':<8} {'MACs':>11} {'instr (max core)':>16} {'MAC/instr':>9}"
+    print(header)
+    print("-" * len(header))
+    for layer in report["layers"]:
+        print(f"{layer['name'][:28]:<28} {layer['op'][:34]:<34} {layer['phase']:<8} {layer['macs']:>11} "
+              f"{max(layer['instructions']):>16} {layer['mac_per_instr']:>9.3f}")
+    totals = report["totals"]
+    print("-" * len(header))
+    print(f"{'total':<28} {'':<34} {'':<8} {totals['macs']:>11} {totals['instructions_max_core']:>16} "
+          f"{totals['mac_per_instr']:>9.3f}")
+    memory = report["memory"]
+    print(f"cores {report['cores']}, est. cycles (busiest core) {totals['cycles_est']}, "
+          f"L1 {memory['l1_bytes']} B, L2 {memory['l2_bytes']} B, DMA {memory['dma_bytes']} B")
+    check = report["check"]
+    worst = check["worst"]
+    print(f"check: {'ok' if check['ok'] else 'FAILED'} (worst {worst['tensor']}: relative error "
+          f"{worst['rel_err']:.3g})")
