@@ -33,7 +33,8 @@ PROJECT_MARKERS = ("regions.json", "Makefile", "src/network.c")  # what tells an
 
 
 def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
-    symbols = SymbolTable(reserved={"network_train_step", "network_init", "network_set_batch", "network_loss"})
+    symbols = SymbolTable(reserved={"network_train_step", "network_init", "network_set_batch", "network_loss",
+                                    "network_output"})
     buffers: dict[Value, Buffer] = {}
 
     def add(value: Value, kind: str, init: str = "") -> Buffer:
@@ -114,8 +115,10 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: Options,
+def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: Options, *, outputs: bool = False,
                    ) -> tuple[Program, dict[str, str]]:
+    """The project's files by relative path. With `outputs`, the program also prints the model output (the
+    loss's input) of every step, as `tinyodl eval --target qemu` reads it."""
     target = options.target()
     program = lower_to_program(graph, len(batches), target.cores)
     env = _environment()
@@ -123,7 +126,10 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     l2_bytes = sum(b.nbytes for b in program.buffers if b.alias_of is None and b.kind != "input")
     context = {"program": program, "model": comment_text(graph.name), "input_data": data,
                "l1_bytes": target.l1_bytes, "l2_bytes": target.l2_bytes, "stack_bytes": STACK_BYTES,
-               "num_cores": target.cores, "static_bytes": l2_bytes}
+               "num_cores": target.cores, "static_bytes": l2_bytes, "print_outputs": outputs}
+    if outputs:
+        model_output = next(op.inputs[0] for op in graph.ops if op.phase is Phase.LOSS)
+        context["output"] = next(b for b in program.buffers if b.value_name == model_output.name)
     files = {
         "src/network.h": env.get_template("network.h.j2").render(context),
         "src/network.c": env.get_template("network.c.j2").render(context),
@@ -167,9 +173,10 @@ def _chmod_like_mkdir(path: Path) -> None:
     path.chmod(0o777 & ~umask)
 
 
-def write_project(graph: Graph, batches, options: Options, out_dir: Path) -> Program:  # type: ignore[no-untyped-def]
+def write_project(graph: Graph, batches, options: Options, out_dir: Path,  # type: ignore[no-untyped-def]
+                  *, outputs: bool = False) -> Program:
     steps = batches.steps if hasattr(batches, "steps") else batches
-    program, files = render_project(graph, steps, options)
+    program, files = render_project(graph, steps, options, outputs=outputs)
     out_dir = Path(out_dir).resolve()  # "." or ".." cannot be renamed, their resolved paths can
     _check_replaceable(out_dir)
     try:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tinyodl.ir.graph import Graph, MemoryPlan, Op, PlannedTensor, Value
-from tinyodl.ir.registry import registered
+from tinyodl.ir.registry import kernel_of, mutated_operands
 from tinyodl.ir.types import Phase, Role
 from tinyodl.passes.manager import Pass, PassError, register_pass
 
@@ -82,16 +82,13 @@ def schedule_updates(ops: list[Op]) -> list[Op]:
 
 
 def written_operands(op: Op) -> list[Value]:
-    """Operands an op overwrites in place. A tile loop wrapping an update writes the same ones as the
-    update, so any update-phase op is taken to write all of its parameter and state operands."""
-    opdef = registered().get(op.type)
-    positions = set(opdef.mutates) if opdef is not None else set()
-    return [v for i, v in enumerate(op.inputs)
-            if i in positions or (op.phase is Phase.UPDATE and v.role in (Role.PARAM, Role.STATE))]
+    """Operands an op overwrites in place (a tile loop: those its kernel overwrites)."""
+    positions = mutated_operands(op)
+    return [v for i, v in enumerate(op.inputs) if i in positions]
 
 
 def _kernel(op: Op) -> str:
-    return str(op.attrs.get("kernel", "")) if op.type == "tile_loop" else op.type
+    return kernel_of(op.type, op.attrs)[0]
 
 
 def _view_roots(ops: list[Op]) -> Callable[[Value], Value]:

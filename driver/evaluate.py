@@ -1,0 +1,289 @@
+"""`tinyodl eval`: the forward pass only, over every sample of a data file, on the reference or the
+simulated cluster; loss, accuracy, confusion matrix and predictions.
+
+The graph is the training pipeline's with nothing trained: forward ops and the loss, no backward and no
+update, so evaluation runs exactly the kernels that training runs. The data file may hold any number of
+rows: they are cut into batches of the model's batch size, and a last partial batch is padded with zero
+rows (label 0) that are computed and then discarded, so every metric is over the file's samples only.
+Metrics come from the model outputs (the logits before the loss) in float64 on the host: the loss is the
+mean over samples of the per-sample loss, as PyTorch's mean reduction gives for one batch of all samples.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyodl.driver.options import Options, UserError
+from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.ir.executor import Executor
+from tinyodl.ir.graph import Graph, Value
+from tinyodl.ir.types import Phase
+
+# The simulated outputs against the float64 reference: fp32 kernels, as for training losses.
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def forward_graph(model: Path, options: Options) -> Graph:
+    """The pipeline's graph with nothing trained: forward ops and the loss only."""
+    graph = build_training_graph(model, replace(options, train="none"))
+    extra = [op for op in graph.ops if op.phase in (Phase.BACKWARD, Phase.UPDATE)]
+    if extra:
+        raise AssertionError(f"a graph with nothing trained still has {extra[0].phase.value} ops")
+    return graph
+
+
+def loss_operands(graph: Graph) -> tuple[Value, Value]:
+    """(model output, target) of the graph's loss op."""
+    loss = next(op for op in graph.ops if op.phase is Phase.LOSS)
+    return loss.inputs[0], loss.inputs[1]
+
+
+# -- data -------------------------------------------------------------------------------------
+@dataclass
+class EvalData:
+    feeds: list[dict[str, np.ndarray]]  # per batch, by graph input name; the last one padded
+    targets: np.ndarray                 # one row per sample (labels, or mse targets)
+    samples: int
+
+
+def load_eval_data(graph: Graph, data: Path) -> EvalData:
+    output, target = loss_operands(graph)
+    inputs = [value for value in graph.inputs if value is not target]
+    arrays = _read_arrays(data)
+    wanted = [(value, value.origin or value.name) for value in inputs] + [(target, "target")]
+    rows = None
+    for value, key in wanted:
+        if key not in arrays:
+            raise UserError(f"{data}: no array '{key}' (the model's inputs are "
+                            f"{', '.join(v.origin or v.name for v in inputs)}, plus 'target')")
+        array = arrays[key]
+        if array.ndim == 0 or array.shape[1:] != value.shape[1:]:
+            raise UserError(f"{data}: '{key}' has sample shape {list(array.shape[1:])}, the model needs "
+                            f"{list(value.shape[1:])}")
+        if rows is not None and array.shape[0] != rows:
+            raise UserError(f"{data}: '{key}' has {array.shape[0]} rows, the other arrays {rows}")
+        rows = array.shape[0]
+    assert rows is not None
+    if rows == 0:
+        raise UserError(f"{data}: the arrays hold no samples")
+    for _, key in wanted[:-1]:
+        _check_floats(data, key, arrays[key])
+    targets = _checked_targets(data, arrays["target"], target, output.shape[1] if len(output.shape) > 1 else 0)
+    batch = inputs[0].shape[0] if inputs else target.shape[0]
+    feeds = []
+    for start in range(0, rows, batch):
+        feed = {}
+        for value, key in wanted:
+            chunk = (targets if value is target else arrays[key])[start:start + batch]
+            padded = np.zeros(value.shape, value.dtype.numpy)
+            padded[:len(chunk)] = chunk
+            feed[value.name] = padded
+        feeds.append(feed)
+    return EvalData(feeds, targets, rows)
+
+
+def _read_arrays(data: Path) -> dict[str, np.ndarray]:
+    if not Path(data).is_file():
+        raise UserError(f"{data}: no such data file")
+    try:
+        archive = np.load(data, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise UserError(f"{data}: a single array; expected an .npz with one array per model input plus "
+                            "'target'")
+        with archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{data}: not a readable .npz file ({exc})") from None
+
+
+def _check_floats(data: Path, key: str, array: np.ndarray) -> None:
+    if not np.issubdtype(array.dtype, np.floating):
+        raise UserError(f"{data}: '{key}' holds {array.dtype}, the model's input is float32 (convert it with "
+                        f"{key}.astype(numpy.float32) before saving)")
+    with np.errstate(over="ignore"):
+        if not np.all(np.isfinite(array.astype(np.float32))):
+            raise UserError(f"{data}: '{key}' holds NaN or infinite values (or values beyond float32's range)")
+
+
+def _checked_targets(data: Path, array: np.ndarray, target: Value, classes: int) -> np.ndarray:
+    if target.dtype.is_float:
+        _check_floats(data, "target", array)
+        return array.astype(np.float64)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise UserError(f"{data}: 'target' must hold integer class labels for cross-entropy, got {array.dtype}")
+    if array.min() < 0 or array.max() >= classes:
+        raise UserError(f"{data}: 'target' labels must lie in [0, {classes}), found {array.min()}..{array.max()}")
+    return array.astype(np.int64)
+
+
+# -- metrics ----------------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    loss: float
+    samples: int
+    outputs: np.ndarray                   # the model outputs, one row per sample (logits for cross-entropy)
+    predictions: np.ndarray               # argmax class per sample (cross-entropy), the outputs (mse)
+    accuracy: float | None = None         # cross-entropy only
+    confusion: list[list[int]] | None = None   # [true class][predicted class]
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    check: dict[str, Any] | None = None   # simulated outputs against the reference (qemu target)
+
+    def to_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"loss": self.loss, "samples": self.samples}
+        if self.accuracy is not None:
+            result |= {"accuracy": self.accuracy, "confusion": self.confusion, "per_class": self.per_class}
+        if self.check is not None:
+            result["check"] = self.check
+        return result
+
+
+def metrics(outputs: np.ndarray, targets: np.ndarray, loss: str) -> Evaluation:
+    outputs = np.asarray(outputs, np.float64)
+    samples = outputs.shape[0]
+    if loss == "mse":
+        per_sample = ((outputs - targets) ** 2).reshape(samples, -1).mean(axis=1)
+        return Evaluation(float(per_sample.mean()), samples, outputs, outputs)
+    shifted = outputs - outputs.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = np.arange(samples)
+    predicted = outputs.argmax(axis=1)
+    classes = outputs.shape[1]
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (targets, predicted), 1)
+    per_class = []
+    for label in range(classes):
+        support, correct = int(confusion[label].sum()), int(confusion[label, label])
+        chosen = int(confusion[:, label].sum())
+        per_class.append({"class": label, "support": support, "correct": correct,
+                          "recall": correct / support if support else None,
+                          "precision": correct / chosen if chosen else None})
+    return Evaluation(float(-log_probs[rows, targets].mean()), samples, outputs, predicted,
+                      accuracy=float((predicted == targets).mean()), confusion=confusion.tolist(), per_class=per_class)
+
+
+# -- targets ----------------------------------------------------------------------------------
+def reference_outputs(graph: Graph, data: EvalData) -> np.ndarray:
+    """The model outputs of every sample in float64 (the graph's parameters as they stand)."""
+    output, _ = loss_operands(graph)
+    executor = Executor(graph)
+    chunks = [executor.run(feed)[output.name] for feed in data.feeds]
+    return np.concatenate(chunks)[:data.samples]
+
+
+def evaluate_graph(graph: Graph, data: EvalData, loss: str) -> Evaluation:
+    """Evaluate on the reference: `graph` may be a training graph; only its forward ops and loss matter,
+    and its parameters are not changed."""
+    return metrics(reference_outputs(_without_training(graph), data), data.targets, loss)
+
+
+def _without_training(graph: Graph) -> Graph:
+    """A view of `graph` that runs forward and loss only (same values, same parameter contents)."""
+    if all(op.phase in (Phase.FORWARD, Phase.LOSS) for op in graph.ops):
+        return graph
+    view = Graph(graph.name)
+    view.ops = [op for op in graph.ops if op.phase in (Phase.FORWARD, Phase.LOSS)]
+    view.inputs, view.params, view.initial = graph.inputs, graph.params, graph.initial
+    view.outputs = [op.outputs[0] for op in view.ops if op.phase is Phase.LOSS]
+    return view
+
+
+def evaluate_on_qemu(graph: Graph, data: EvalData, options: Options, *, timeout: float,
+                     build_dir: Path | None = None,
+                     progress: Callable[[str], None] = lambda message: None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The forward pass of every batch on the simulated cluster: (outputs per sample, check against the
+    reference). Raises UserError for a bad toolchain or build, SimulationFailed when the run fails."""
+    from tinyodl.backend_c.project import write_project
+    from tinyodl.driver.qemu import SimulationFailed
+    from tinyodl.runtime import host
+
+    try:
+        toolchain = host.find_toolchain(need_plugin=False)
+    except host.ToolchainError as exc:
+        raise UserError(str(exc)) from None
+    expected = reference_outputs(graph, data)
+    work = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="tinyodl-eval-"))
+    try:
+        project = work / "project" if build_dir is None else work
+        progress(f"compiling the forward pass of {len(data.feeds)} batch(es) into {project}")
+        write_project(graph, data.feeds, options, project, outputs=True)
+        progress("building with riscv64-unknown-elf-gcc")
+        try:
+            elf = host.build(project)
+        except host.BuildError as exc:
+            raise UserError(f"build failed: {exc}") from None
+        progress(f"running {len(data.feeds)} batch(es) in QEMU on {options.target().cores} cores")
+        result = host.run_qemu(elf, options.target().cores, timeout, count=False, toolchain=toolchain)
+        if not result.ok:
+            raise SimulationFailed(f"simulation failed: {result.failure}")
+        try:
+            printed = parse_outputs(result.stdout)
+        except ValueError as exc:
+            raise SimulationFailed(f"the program's output is malformed: {exc}") from None
+    finally:
+        if build_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    if sorted(printed) != list(range(len(data.feeds))):
+        raise SimulationFailed(f"the program printed the outputs of {len(printed)} of {len(data.feeds)} batches")
+    flat = np.concatenate([printed[step] for step in range(len(data.feeds))]).astype(np.float64)
+    actual = flat.reshape(-1, *expected.shape[1:])[:data.samples]
+    return actual, compare_outputs(expected, actual)
+
+
+def parse_outputs(stdout: str) -> dict[int, np.ndarray]:
+    """The OUT blocks of a program rendered with `outputs`: step -> the model output words as float32."""
+    found: dict[int, np.ndarray] = {}
+    lines = iter(stdout.splitlines())
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != "OUT":
+            continue
+        step, numel = int(parts[1]), int(parts[2])
+        words: list[str] = []
+        for body in lines:
+            if body.strip() == "END":
+                break
+            words.extend(body.split())
+        if len(words) != numel:
+            raise ValueError(f"outputs of step {step}: {len(words)} words printed, {numel} expected")
+        found[step] = np.array([int(word, 16) for word in words], dtype=np.uint32).view(np.float32)
+    return found
+
+
+def compare_outputs(expected: np.ndarray, actual: np.ndarray) -> dict[str, Any]:
+    """Elementwise |actual - expected| <= ATOL + RTOL |expected|; the worst ratio to that tolerance."""
+    diff = np.abs(actual - expected)
+    ratio = float(np.max(diff / (ATOL + RTOL * np.abs(expected)), initial=0.0))
+    if not np.all(np.isfinite(actual)):
+        ratio = float("inf")
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
+    return {"ok": ratio <= 1.0, "worst": {"tensor": "outputs", "rel_err": float(np.max(diff, initial=0.0)) / scale,
+                                          "tolerance_ratio": ratio},
+            "tolerance": {"rtol": RTOL, "atol": ATOL}}
+
+
+def print_evaluation(evaluation: Evaluation, label: str = "") -> None:
+    """Human-readable lines: loss, accuracy, and for cross-entropy the confusion matrix."""
+    prefix = f"{label} " if label else ""
+    line = f"{prefix}loss {evaluation.loss:.6f} over {evaluation.samples} samples"
+    if evaluation.accuracy is not None:
+        correct = int(round(evaluation.accuracy * evaluation.samples))
+        line += f", accuracy {evaluation.accuracy:.4f} ({correct}/{evaluation.samples})"
+    print(line)
+    if evaluation.confusion is None or label:
+        return
+    classes = len(evaluation.confusion)
+    width = max(5, len(str(evaluation.samples)) + 1)
+    print("confusion (rows: true class, columns: predicted)")
+    print(" " * 6 + "".join(f"{c:>{width}}" for c in range(classes)) + f"{'recall':>9}")
+    for label_index, row in enumerate(evaluation.confusion):
+        recall = evaluation.per_class[label_index]["recall"]
+        print(f"{label_index:>6}" + "".join(f"{count:>{width}}" for count in row)
+              + (f"{recall:>9.3f}" if recall is not None else f"{'-':>9}"))

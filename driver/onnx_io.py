@@ -1,0 +1,191 @@
+"""Model out and in: trained parameters written into the input ONNX model, and saved parameters and
+optimizer state read back into a training graph, so that continual learning can be a sequence of runs.
+
+Saved values are tinyodl's parameters after the pipeline, by ONNX initializer name. A state file
+(`--save-state`) holds every parameter plus the optimizer state (momentum buffers, Adam moments, the step
+count) under `optimizer_state/<state name>`, at the precision the run kept them (float64 on the reference),
+so that a run resumed from it continues exactly where the first one stopped.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from tinyodl.driver.files import write_atomic
+from tinyodl.driver.options import UserError
+from tinyodl.ir.graph import Graph, Value
+from tinyodl.ir.types import Role
+
+STATE_PREFIX = "optimizer_state/"
+
+
+def parameter_values(graph: Graph, trained: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every parameter of the graph by initializer name: the trained value where `trained` has one (flat
+    or shaped), the graph's own otherwise (frozen parameters)."""
+    values = {}
+    for value in _parameters(graph):
+        name = value.origin or value.name
+        array = trained.get(name)
+        values[name] = np.asarray(graph.initial[value.name] if array is None else array).reshape(value.shape)
+    return values
+
+
+def _parameters(graph: Graph) -> list[Value]:
+    return [value for value in graph.params if value.role is Role.PARAM]
+
+
+def save_state(path: Path, params: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> None:
+    """Parameters (by initializer name) and optimizer state (by state value name), precision kept."""
+    arrays = dict(params) | {f"{STATE_PREFIX}{name}": array for name, array in state.items()}
+
+    def write(temp: Path) -> None:
+        with open(temp, "wb") as handle:
+            np.savez(handle, **{name: np.asarray(array) for name, array in arrays.items()})
+    write_atomic(path, write)
+
+
+# -- ONNX out -----------------------------------------------------------------------------------
+def check_onnx_export(fold_bn: bool) -> None:
+    """Refuse before any work what `save_onnx` could not write faithfully."""
+    if fold_bn:
+        raise UserError("--save-onnx cannot be combined with --fold-bn: folded convolution weights are no longer "
+                        "the model's initializers (save with --save-params instead)")
+
+
+def save_onnx(model: Path | onnx.ModelProto, out: Path, params: Mapping[str, np.ndarray]) -> None:
+    """Write `model` with each initializer named in `params` replaced by that value (same dtype and dims);
+    every other initializer, node and attribute stays as it was."""
+    proto = _read_onnx(model)
+    found = set()
+    for init in proto.graph.initializer:
+        if init.name not in params:
+            continue
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+        array = np.asarray(params[init.name]).astype(dtype).reshape(tuple(init.dims))
+        init.CopyFrom(numpy_helper.from_array(array, init.name))
+        found.add(init.name)
+    missing = sorted(set(params) - found)
+    if missing:
+        raise UserError(f"--save-onnx: parameter '{missing[0]}' is not an initializer of the model")
+    onnx.checker.check_model(proto)
+    write_atomic(out, lambda temp: onnx.save(proto, str(temp)))
+
+
+def _read_onnx(model: Path | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
+    try:
+        return onnx.load(str(model))  # external data too, inlined in the result
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        raise UserError(f"{model}: cannot read the model again ({exc})") from None
+
+
+# -- parameters in ------------------------------------------------------------------------------
+@dataclass
+class Saved:
+    """Arrays read from a parameter or state file."""
+
+    params: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]
+
+
+def read_saved(path: Path) -> Saved:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such parameter file")
+    if path.suffix.lower() == ".onnx":
+        return _read_onnx_params(path)
+    arrays = _read_npz(path)
+    params = {name: array for name, array in arrays.items() if not name.startswith(STATE_PREFIX)}
+    state = {name[len(STATE_PREFIX):]: array for name, array in arrays.items() if name.startswith(STATE_PREFIX)}
+    return Saved(params, state)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise UserError(f"{path}: a single array, expected an .npz of arrays by initializer name")
+        with archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def _read_onnx_params(path: Path) -> Saved:
+    from tinyodl.frontend import FrontendError
+    from tinyodl.frontend.onnx_load import load_model, tensor_array
+
+    try:
+        loaded = load_model(path)
+    except FrontendError as exc:
+        raise UserError(str(exc)) from None
+    # Integer initializers (Reshape shapes and the like) are never parameters.
+    arrays = {name: tensor_array(init) for name, init in loaded.initializers.items()}
+    return Saved({name: array for name, array in arrays.items() if np.issubdtype(array.dtype, np.floating)}, {})
+
+
+def apply_saved(graph: Graph, saved: Saved, path: Path, *, model_initializers: frozenset[str] = frozenset()) -> None:
+    """Start from saved values: each named parameter (and optimizer state) takes the saved contents.
+
+    Names the graph does not hold are refused, except initializers of the model itself that the pipeline
+    folded away (an .onnx source carries them all); parameters the file lacks keep the model's values."""
+    by_name = {value.origin or value.name: value for value in _parameters(graph)}
+    for name, array in sorted(saved.params.items()):
+        value = by_name.get(name)
+        if value is None:
+            if name in model_initializers and path.suffix.lower() == ".onnx":
+                continue
+            known = ", ".join(list(by_name)[:6]) + (", ..." if len(by_name) > 6 else "")
+            raise UserError(f"{path}: '{name}' is not a parameter of the model (its parameters: {known})")
+        graph.initial[value.name] = _checked(path, name, array, value)
+    states = {value.name: value for value in graph.state}
+    for name, array in sorted(saved.state.items()):
+        value = states.get(name)
+        if value is None:
+            raise UserError(f"{path}: optimizer state '{name}' has no counterpart in this run (saved with another "
+                            "optimizer or momentum setting?)")
+        graph.initial[value.name] = _checked(path, f"{STATE_PREFIX}{name}", array, value)
+
+
+def _checked(path: Path, name: str, array: np.ndarray, value: Value) -> np.ndarray:
+    if array.shape != value.shape:
+        raise UserError(f"{path}: '{name}' has shape {list(array.shape)}, the model's is {list(value.shape)}")
+    if value.dtype.is_float:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise UserError(f"{path}: '{name}' holds {array.dtype}, expected floating-point values")
+        if not np.all(np.isfinite(array)):
+            raise UserError(f"{path}: '{name}' holds NaN or infinite values")
+        return array
+    if not np.issubdtype(array.dtype, np.integer):
+        raise UserError(f"{path}: '{name}' holds {array.dtype}, expected integers")
+    return array.astype(value.dtype.numpy)
+
+
+def model_initializer_names(model: Path | onnx.ModelProto) -> frozenset[str]:
+    """The initializer names of an ONNX model, without reading tensor contents."""
+    if isinstance(model, onnx.ModelProto):
+        return frozenset(init.name for init in model.graph.initializer)
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{model}: cannot read the model again ({exc})") from None
+    return frozenset(init.name for init in proto.graph.initializer)
+
+
+def init_from(graph: Graph, path: Path, model: Path | onnx.ModelProto, *, fold_bn: bool) -> None:
+    """`--init-params`: parameters (and optimizer state from a state file) from `path` into the graph."""
+    path = Path(path)
+    if fold_bn and path.suffix.lower() == ".onnx":
+        raise UserError(f"--init-params {path}: an .onnx holds unfolded batch-norm parameters, which cannot be "
+                        "combined with --fold-bn (use the .npz that --save-params or --save-state wrote)")
+    apply_saved(graph, read_saved(path), path, model_initializers=model_initializer_names(model))
