@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from tinyodl.backend_c.dataset import dataset_context
 from tinyodl.backend_c.emitters import EMITTERS, BackendError, EmitContext
 from tinyodl.backend_c.names import SymbolTable, c_float_exact, c_string, comment_text
 from tinyodl.backend_c.program import Buffer, KernelCall, Program, Region
@@ -98,14 +99,6 @@ def _initializer(data: np.ndarray) -> str:
     return ",\n    ".join(lines)
 
 
-def _input_data(batches: list[dict[str, np.ndarray]], buffer: Buffer) -> str:
-    chunks = []
-    for feed in batches:
-        array = np.asarray(feed[buffer.value_name])
-        chunks.append(array.astype(np.int32) if buffer.ctype == "int" else array.astype(np.float32))
-    return _initializer(np.concatenate([c.reshape(-1) for c in chunks]))
-
-
 def _environment() -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(str(resources.files("tinyodl.backend_c") / "templates"))
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
@@ -122,9 +115,8 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     target = options.target()
     program = lower_to_program(graph, len(batches), target.cores)
     env = _environment()
-    data = {b.symbol: _input_data(batches, b) for b in program.inputs}
     l2_bytes = sum(b.nbytes for b in program.buffers if b.alias_of is None and b.kind != "input")
-    context = {"program": program, "model": comment_text(graph.name), "input_data": data,
+    context = {"program": program, "model": comment_text(graph.name), **dataset_context(batches, program.inputs),
                "l1_bytes": target.l1_bytes, "l2_bytes": target.l2_bytes, "stack_bytes": STACK_BYTES,
                "num_cores": target.cores, "static_bytes": l2_bytes, "print_outputs": outputs}
     if outputs:
