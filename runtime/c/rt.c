@@ -238,11 +238,40 @@ static unsigned long long modelled_cycles(const struct dma_transfer *transfer)
     return setup + (100ull * bytes + per_100_cycles - 1u) / per_100_cycles;
 }
 
+typedef uint32_t __attribute__((may_alias)) aliased_word;
+
+/* picolibc's rv32 memcpy copies byte by byte (6 instructions a byte); copying words where source and
+ * destination share their alignment makes a simulated transfer about 5x cheaper in QEMU time. The
+ * attribute keeps GCC from turning the loops back into a memcpy call. */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void copy_row(unsigned char *dst, const unsigned char *src, unsigned bytes)
+{
+    if ((((uintptr_t)dst ^ (uintptr_t)src) & 3u) == 0u) {
+        for (; bytes && ((uintptr_t)dst & 3u); bytes--)
+            *dst++ = *src++;
+        aliased_word *to = (aliased_word *)dst;
+        const aliased_word *from = (const aliased_word *)src;
+        for (; bytes >= 16u; bytes -= 16u, to += 4, from += 4) {
+            aliased_word a = from[0], b = from[1], c = from[2], d = from[3];
+            to[0] = a;
+            to[1] = b;
+            to[2] = c;
+            to[3] = d;
+        }
+        for (; bytes >= 4u; bytes -= 4u)
+            *to++ = *from++;
+        dst = (unsigned char *)to;
+        src = (const unsigned char *)from;
+    }
+    for (; bytes; bytes--)
+        *dst++ = *src++;
+}
+
 static void perform(const struct dma_transfer *transfer)
 {
     for (unsigned row = 0; row < transfer->rows; row++)
-        memcpy(transfer->dst + row * transfer->dst_stride, transfer->src + row * transfer->src_stride,
-               transfer->row_bytes);
+        copy_row(transfer->dst + row * transfer->dst_stride, transfer->src + row * transfer->src_stride,
+                 transfer->row_bytes);
     rt_dma_bytes_total += (unsigned long long)transfer->row_bytes * transfer->rows;
     rt_dma_transfers_total += 1u;
     rt_dma_cycles_total += modelled_cycles(transfer);
@@ -277,7 +306,6 @@ static void wake_dma_engine(void)
 
 /* Checking mode: every aligned word of a poisoned buffer reads RT_DMA_POISON, whatever the buffer's
  * alignment and size, so any float read from it is NaN. */
-typedef uint32_t __attribute__((may_alias)) aliased_word;
 
 static unsigned char poison_byte(const unsigned char *address)
 {

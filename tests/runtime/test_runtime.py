@@ -1,55 +1,17 @@
 """The on-target runtime, the instruction-count plugin and the host runner, on QEMU.
 
 Each test builds a small guest program from tests/runtime/guest/ with compile_and_link and runs it
-with run_qemu. Tests marked `qemu` skip when the toolchain (or the plugin) is missing.
+with run_qemu. Tests marked `qemu` skip when the toolchain (or the plugin) is missing (see conftest.py).
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from pathlib import Path
 
 import pytest
+from guests import RUN_TIMEOUT_S, build_guest, host
 
-
-def _import_host() -> types.ModuleType:
-    """tinyodl.runtime.host, also when the repository is not pip-installed."""
-    try:
-        return importlib.import_module("tinyodl.runtime.host")
-    except ModuleNotFoundError:
-        repo_root = Path(__file__).resolve().parents[2]
-        package = types.ModuleType("tinyodl")
-        package.__path__ = [str(repo_root)]
-        sys.modules.setdefault("tinyodl", package)
-        return importlib.import_module("tinyodl.runtime.host")
-
-
-host = _import_host()
-GUEST_DIR = Path(__file__).parent / "guest"
-RUN_TIMEOUT_S = 30.0
 DMA_HART = 8  # the engine's hart when built for 8 cores
-
-
-@pytest.fixture(scope="module")
-def toolchain() -> host.Toolchain:
-    try:
-        return host.find_toolchain(need_plugin=True)
-    except host.ToolchainError as error:
-        pytest.skip(f"RISC-V toolchain not available: {error}")
-
-
-def build_guest(
-    tmp_path: Path, toolchain: host.Toolchain, name: str, cores: int = 8, **options: object
-) -> Path:
-    defines = {key: value for key, value in options.items() if key.isupper()}
-    sizes = {key: value for key, value in options.items() if not key.isupper()}
-    suffix = "_".join(f"{key}{value}" for key, value in sorted(defines.items()))
-    return host.compile_and_link(
-        [GUEST_DIR / f"{name}.c"], tmp_path / f"{name}_{cores}_{suffix}.elf", defines=defines,
-        cores=cores, toolchain=toolchain, **sizes,  # type: ignore[arg-type]
-    )
 
 
 @pytest.mark.qemu
@@ -174,15 +136,16 @@ def test_stack_overflow_is_reported(tmp_path: Path, toolchain: host.Toolchain) -
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize(("built_for", "machine"), [(8, 4), (4, 8)])
+@pytest.mark.parametrize(("built_for", "machine"), [(8, 4), (4, 8), (8, 7)], ids=["fewer", "more", "no-dma-hart"])
 def test_wrong_hart_count_is_detected(
     tmp_path: Path, toolchain: host.Toolchain, built_for: int, machine: int
 ) -> None:
     elf = build_guest(tmp_path, toolchain, "vector_sum", cores=built_for)
     result = host.run_qemu(elf, machine, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
     assert result.exit_code == host.EXIT_HART_COUNT
-    assert result.failure is not None and result.failure.startswith("wrong hart count: the machine has ")
-    assert f"built for RT_NUM_CORES={built_for}" in result.failure
+    harts = f"more than {built_for + 1}" if machine > built_for else str(machine + 1)
+    assert result.failure == (f"wrong hart count: the machine has {harts} harts, the program was built for "
+                              f"RT_NUM_CORES={built_for} and needs {built_for + 1} (the cores and the DMA engine)")
 
 
 @pytest.mark.qemu

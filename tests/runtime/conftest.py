@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+import pytest
+from guests import host
+
+
+@pytest.fixture(scope="module")
+def toolchain() -> host.Toolchain:
+    """The RISC-V toolchain with the instruction-count plugin; tests that need it skip without it."""
+    try:
+        return host.find_toolchain(need_plugin=True)
+    except host.ToolchainError as error:
+        pytest.skip(f"RISC-V toolchain not available: {error}")
