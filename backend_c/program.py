@@ -37,6 +37,7 @@ class KernelCall:
     comment: str
     region: int
     decls: list[StructDecl] = field(default_factory=list)
+    definitions: str = ""   # C at file scope after the parameter structs (a tile loop's tables and kernel)
 
 
 @dataclass
@@ -63,3 +64,4 @@ class Program:
     # The gradient each trainable parameter's update reads (None when the loss does not reach it).
     loss: Buffer
     grads: list[Buffer | None] = field(default_factory=list)  # (input, data symbol, numel)
+    l1_bytes: int = 0  # the L1 scratchpad the tile loops use (0: an untiled program)
