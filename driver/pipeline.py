@@ -10,16 +10,22 @@ from tinyodl.ir.graph import Graph
 from tinyodl.ir.text import print_graph
 from tinyodl.passes.canonicalize import Canonicalize
 from tinyodl.passes.manager import Pass, PassManager, parse_pipeline
+from tinyodl.passes.memory import Memory
+from tinyodl.passes.tiling import Tiling
 from tinyodl.passes.training import Training
 
 
 def default_passes(options: Options) -> list[Pass]:
     """The pipeline that `compile`, `simulate` and `bench` run."""
+    target = options.target()
     return [
         Canonicalize(fold_bn=options.fold_bn, strip_softmax=options.loss == "cross_entropy"),
         Training(loss=options.loss, optimizer=options.optimizer, lr=options.lr, momentum=options.momentum,
                  weight_decay=options.weight_decay, nesterov=options.nesterov, beta1=options.betas[0],
                  beta2=options.betas[1], eps=options.eps, train=options.train),
+        *([Tiling(l1_bytes=target.l1_bytes, cores=target.cores)] if options.tiling and target.l1_bytes > 0 else []),
+        # last: the L2 plan follows the final op order and sees every tensor the program allocates
+        Memory(l2_bytes=target.l2_bytes),
     ]
 
 
