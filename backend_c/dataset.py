@@ -7,21 +7,13 @@ Rows are the first axis of every data input; all inputs of a step take the same 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tinyodl.backend_c.names import c_float_exact
 from tinyodl.backend_c.program import Buffer
-
-
-@dataclass
-class Dataset:
-    """One array per data input (IR name -> rows x sample) and the rows of each step (steps x batch)."""
-
-    arrays: dict[str, np.ndarray]
-    rows: np.ndarray
+from tinyodl.driver.data import Dataset
 
 
 def dataset_of(steps: Sequence[Mapping[str, np.ndarray]]) -> Dataset:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from tinyodl.driver.options import UserError
+from tinyodl.frontend.onnx_load import shown
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.types import Phase
 
@@ -21,64 +25,170 @@ def loss_op_target(graph: Graph) -> Value:
 
 
 @dataclass
+class Dataset:
+    """One array per data input (IR name -> rows x sample) and the rows of each step (steps x batch)."""
+
+    arrays: dict[str, np.ndarray]
+    rows: np.ndarray
+
+
+class StepFeeds(list[dict[str, np.ndarray]]):
+    """Per-step feeds that also carry the dataset they index, so a C program can embed every row once."""
+
+    dataset: Dataset | None = None
+
+
+@dataclass
 class Batches:
     """Per-step feeds: input name -> array for that step."""
 
     steps: list[dict[str, np.ndarray]]
 
 
-def load_batches(graph: Graph, data: Path | None, steps: int) -> Batches:
+# Larger data arrays are refused from their .npy header, before anything is allocated.
+MAX_ARRAY_BYTES = 2**31 - 1
+
+
+def load_batches(graph: Graph, data: Path | None, steps: int, *, epochs: int | None = None,
+                 shuffle: int | None = None) -> Batches:
+    """The feeds of every step. Step s of a data file takes the s-th batch of consecutive rows; an epoch is
+    floor(rows / batch) batches (the last partial batch is dropped), `epochs` sets the number of steps to
+    epochs x batches per epoch (otherwise `steps` runs as many epochs as it needs), and `shuffle` draws a new
+    order of the rows for every epoch from that seed."""
     if steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {epochs}")
     target = loss_op_target(graph)
     inputs = [v for v in graph.inputs if v is not target]
     if data is None:
+        if epochs is not None or shuffle is not None:
+            raise UserError("--epochs and --shuffle need a data file (--data)")
         return Batches([_random_feed(graph, inputs, target, step) for step in range(steps)])
-    try:
-        with np.load(data, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise UserError(f"{data}: no such data file") from None
-    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:  # zipfile: RuntimeError for
-        # an encrypted member, NotImplementedError (a RuntimeError) for an unknown version or compression
-        raise UserError(f"{data}: not a readable .npz file ({exc})") from None
-    feeds: list[dict[str, np.ndarray]] = [{} for _ in range(steps)]
-    for value, key in [(v, v.origin or v.name) for v in inputs] + [(target, "target")]:
+    where = shown(str(data))
+    arrays = _read_npz(data, where)
+    wanted = [(v, v.origin or v.name) for v in inputs] + [(target, "target")]
+    unused = sorted(set(arrays) - {key for _, key in wanted})
+    if unused:
+        print(f"tinyodl: warning: {where}: array(s) {', '.join(repr(k) for k in unused)} not used by the model "
+              f"(it reads {', '.join(repr(key) for _, key in wanted)})", file=sys.stderr)
+    checked: dict[str, np.ndarray] = {}
+    for value, key in wanted:
         if key not in arrays:
-            raise UserError(f"{data}: no array '{key}' (the model's inputs are "
+            raise UserError(f"{where}: no array '{key}' (the model's inputs are "
                             f"{', '.join(v.origin or v.name for v in inputs)}, plus 'target')")
         array = arrays[key]
+        if array.ndim == 0:
+            raise UserError(f"{where}: '{key}' is a 0-d array; it needs one row per sample")
         if array.shape[1:] != value.shape[1:]:
-            raise UserError(f"{data}: '{key}' has sample shape {list(array.shape[1:])}, the model needs "
+            raise UserError(f"{where}: '{key}' has sample shape {list(array.shape[1:])}, the model needs "
                             f"{list(value.shape[1:])}")
-        rows = value.shape[0]  # the batch for inputs; an mse target has the output's first axis
-        if array.shape[0] < steps * rows:
-            raise UserError(f"{data}: '{key}' has {array.shape[0]} samples, {steps} steps of batch {rows} need "
-                            f"{steps * rows}")
-        array = _check_target(data, array, graph, target) if value is target else _check_input(data, key, array)
-        array = array.astype(value.dtype.numpy)  # the reference sees exactly what the program is given
-        for step in range(steps):
-            feeds[step][value.name] = array[step * rows:(step + 1) * rows]
+        array = _check_target(where, array, graph, target) if value is target else _check_input(where, key, array)
+        checked[value.name] = array.astype(value.dtype.numpy)  # the reference sees exactly what the program gets
+    batch = {value.shape[0] for value, _ in wanted}
+    if len(batch) != 1:
+        raise UserError(f"{where}: the model's inputs have different first axes {sorted(batch)}; tinyodl needs "
+                        "one batch axis shared by every input and the target")
+    rows = _step_rows(where, {len(array) for array in checked.values()}, batch.pop(), steps, epochs, shuffle)
+    feeds = StepFeeds({name: array[step_rows] for name, array in checked.items()} for step_rows in rows)
+    feeds.dataset = Dataset(checked, rows)
     return Batches(feeds)
 
 
-def _check_input(data: Path, key: str, array: np.ndarray) -> np.ndarray:
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise UserError(f"{data}: '{key}' must hold real numbers, got {array.dtype}")
+def _read_npz(data: Path, where: str) -> dict[str, np.ndarray]:
+    """Every member of an .npz, each checked from its header before it is read."""
+    try:
+        with open(data, "rb") as handle:
+            magic = handle.read(6)
+    except FileNotFoundError:
+        raise UserError(f"{where}: no such data file") from None
+    except OSError as exc:
+        raise UserError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    if magic == b"\x93NUMPY":
+        raise UserError(f"{where}: a plain .npy array; tinyodl needs an .npz with one array per model input plus "
+                        "'target' (np.savez(path, x=..., target=...))")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(data) as archive:
+            for member in archive.namelist():
+                key = member.removesuffix(".npy")
+                with archive.open(member) as handle:
+                    arrays[key] = _read_member(handle, where, key)
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:  # zipfile: RuntimeError for
+        # an encrypted member, NotImplementedError (a RuntimeError) for an unknown version or compression
+        raise UserError(f"{where}: not a readable .npz file ({shown(str(exc))})") from None
+    return arrays
+
+
+def _read_member(handle: IO[bytes], where: str, key: str) -> np.ndarray:
+    try:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise UserError(f"{where}: member '{shown(key)}' is not a valid array ({shown(str(exc))})") from None
+    if dtype.hasobject:
+        raise UserError(f"{where}: member '{shown(key)}' holds Python objects; tinyodl reads numeric arrays only")
+    if math.prod(shape) * dtype.itemsize > MAX_ARRAY_BYTES:
+        raise UserError(f"{where}: member '{shown(key)}' declares shape {list(shape)} of {dtype}, larger than "
+                        "tinyodl reads")
+    handle.seek(0)
+    try:
+        return np.asarray(np.lib.format.read_array(handle, allow_pickle=False))
+    except (ValueError, EOFError) as exc:
+        raise UserError(f"{where}: member '{shown(key)}' is not a valid array ({shown(str(exc))})") from None
+
+
+def _step_rows(where: str, lengths: set[int], batch: int, steps: int, epochs: int | None,
+               shuffle: int | None) -> np.ndarray:
+    """The rows of every step (steps x batch): epoch after epoch, each in file order or shuffled."""
+    if len(lengths) != 1:
+        raise UserError(f"{where}: the arrays have different numbers of rows {sorted(lengths)}")
+    rows = lengths.pop()
+    per_epoch = rows // batch
+    if per_epoch == 0:
+        raise UserError(f"{where}: {rows} rows, fewer than one batch of {batch}")
+    total = epochs * per_epoch if epochs is not None else steps
+    needed = -(-total // per_epoch)
+    orders = [np.random.default_rng([shuffle, epoch]).permutation(rows) if shuffle is not None else np.arange(rows)
+              for epoch in range(needed)]
+    used = np.concatenate([order[:per_epoch * batch] for order in orders])
+    return used[:total * batch].reshape(total, batch)
+
+
+def _check_input(where: str, key: str, array: np.ndarray) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        raise UserError(f"{where}: '{key}' holds {array.dtype}, the model's input is float32 (convert it with "
+                        f"{key}.astype(np.float32))")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise UserError(f"{where}: '{key}' must hold real numbers, got {array.dtype}")
+    return _check_finite(where, key, array)
+
+
+def _check_finite(where: str, key: str, array: np.ndarray) -> np.ndarray:
+    """Refuse NaN, infinities and values that float32 cannot hold: training on them gives no useful number."""
+    bad = ~np.isfinite(array)
+    if np.any(bad):
+        raise UserError(f"{where}: '{key}' holds NaN or infinity ({int(np.count_nonzero(bad))} elements, the first "
+                        f"at row {int(np.argwhere(bad)[0][0])}); tinyodl does not train on non-finite data")
+    too_large = np.abs(array) > np.finfo(np.float32).max
+    if np.any(too_large):
+        raise UserError(f"{where}: '{key}' holds values beyond float32's range ({int(np.count_nonzero(too_large))} "
+                        f"elements, the first at row {int(np.argwhere(too_large)[0][0])})")
     return array
 
 
-def _check_target(data: Path, array: np.ndarray, graph: Graph, target: Value) -> np.ndarray:
+def _check_target(where: str, array: np.ndarray, graph: Graph, target: Value) -> np.ndarray:
     if target.dtype.is_float:
         if not np.issubdtype(array.dtype, np.floating):
-            raise UserError(f"{data}: 'target' must hold floats for the mse loss, got {array.dtype}")
-        return array
+            raise UserError(f"{where}: 'target' must hold floats for the mse loss, got {array.dtype}")
+        return _check_finite(where, "target", array)
     if not np.issubdtype(array.dtype, np.integer):
-        raise UserError(f"{data}: 'target' must hold integer class labels for cross-entropy, got {array.dtype}")
+        raise UserError(f"{where}: 'target' must hold integer class labels for cross-entropy, got {array.dtype}")
     logits = next(op.inputs[0] for op in graph.ops if op.phase is Phase.LOSS)
     classes = logits.shape[1]
     if array.size and (array.min() < 0 or array.max() >= classes):
-        raise UserError(f"{data}: 'target' labels must lie in [0, {classes}), found {array.min()}..{array.max()}")
+        raise UserError(f"{where}: 'target' labels must lie in [0, {classes}), found {array.min()}..{array.max()}")
     return array
 
 
