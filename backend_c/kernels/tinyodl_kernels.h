@@ -81,7 +81,11 @@ void col_sum(const float *dy, float *out, int M, int N, float scale);
 /* out[m] = scale * sum_n dy[m, n] (gradient of a per-row bias). Split over m. */
 void row_sum(const float *dy, float *out, int M, int N, float scale);
 
-/* ---- element-wise (elementwise.c); all split over the elements, all in-place safe (y == x) ---- */
+/* ---- element-wise (elementwise.c); all split over the elements -------------------------------
+ * All in-place safe: the result may be any operand of the same size (y == a or y == b, y == x,
+ * dx == dy or dx == x), because element i of the result is computed from element i of each
+ * full-size operand only, by the core that writes it, after reading them. The memory pass relies on
+ * this to let a result take over the storage of an operand that dies at the call. */
 
 void add(const float *a, const float *b, float *y, int n);
 /* y[i0,i1,i2,i3] = a[sum i_d * a_strides[d]] + b[sum i_d * b_strides[d]] for y dense of `shape`.
