@@ -95,7 +95,7 @@ def _memory_figure(tensors: list[dict[str, Any]], report: dict[str, Any]) -> Any
     roles = sorted({str(t.get("role")) for t in tensors if t.get("role") in colours})
     if roles:
         axes.legend(handles=[Rectangle((0, 0), 1, 1, facecolor=colours[r], alpha=0.7) for r in roles], labels=roles,
-                    loc="upper right", fontsize=8)
+                    loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return figure
 
 
