@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--print-after", action="append", default=[], metavar="PASS")
     ir.add_argument("--pipeline", default=None, help='a pipeline string, e.g. "canonicalize,training{lr=0.1}"')
     ir.add_argument("--time-passes", action="store_true")
-    ir.add_argument("--format", choices=["text", "dot"], default="text")
+    ir.add_argument("--format", choices=["text", "dot", "onnx"], default="text",
+                    help="text: the IR; dot: a Graphviz drawing; onnx: the training graph as ONNX for Netron "
+                         "(backward and optimizer ops in the 'tinyodl' domain; needs -o)")
     ir.add_argument("-o", "--output", type=Path, default=None)
 
     simulate = sub.add_parser("simulate", parents=[parent], help="run training steps and check them")
@@ -101,6 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
     simulate.add_argument("--quiet", action="store_true", help="no progress messages")
     simulate.add_argument("--build-dir", type=Path, default=None, help="keep the generated project here")
+
+    evaluate = sub.add_parser("eval", parents=[parent], help="forward only: loss, accuracy, confusion matrix")
+    evaluate.add_argument("model", type=Path)
+    evaluate.add_argument("--params", type=Path, default=None, metavar="P.npz|P.onnx",
+                          help="parameters to evaluate (by initializer name; default: the model's own)")
+    evaluate.add_argument("--data", type=Path, required=True,
+                          help=".npz with one array per model input plus 'target', any number of rows: batches "
+                               "of the model's batch size, the last one padded with zero rows that are not counted")
+    evaluate.add_argument("--target", choices=["reference", "qemu"], default="reference",
+                          help="reference: numpy in float64; qemu: the forward pass on the simulated cluster, "
+                               "its outputs checked against the reference (default: %(default)s)")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print one JSON object (loss, accuracy, samples, confusion, per_class) as the last line")
+    evaluate.add_argument("--predictions", type=Path, default=None, metavar="OUT.npy",
+                          help="write the predictions: the class per sample (cross-entropy), the outputs (mse)")
+    evaluate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress messages")
+    evaluate.add_argument("--build-dir", type=Path, default=None, help="keep the generated project here")
 
     compile_ = sub.add_parser("compile", parents=[parent], help="emit a self-contained C project")
     compile_.add_argument("model", type=Path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 
 from tinyodl.driver.data import load_batches
@@ -19,6 +20,8 @@ def cmd_ir(args: argparse.Namespace, options: Options) -> int:
     printer = to_dot if args.format == "dot" else print_graph
     print_after = {"all"} if args.print_after_all else set(args.print_after)
     check_writable(args.output)
+    if args.format == "onnx":
+        return _ir_onnx(args, options, print_after)
     out = io.StringIO()
     graph = build_training_graph(args.model, options, pipeline=args.pipeline, print_after=print_after,
                                  time_passes=args.time_passes, out=out, printer=printer)
@@ -29,6 +32,45 @@ def cmd_ir(args: argparse.Namespace, options: Options) -> int:
     else:
         sys.stdout.write(out.getvalue())
     return 0
+
+
+def _ir_onnx(args: argparse.Namespace, options: Options, print_after: set[str]) -> int:
+    """The training graph as one ONNX file (binary: only into a file)."""
+    import onnx
+
+    from tinyodl.ir.onnx_export import export_onnx
+
+    if args.output is None:
+        raise UserError("--format onnx writes a binary file: give it with -o FILE.onnx")
+    if print_after:
+        raise UserError("--format onnx writes the final graph only; --print-after needs --format text or dot")
+    graph = build_training_graph(args.model, options, pipeline=args.pipeline, time_passes=args.time_passes,
+                                 out=sys.stderr if args.time_passes else None)
+    model = export_onnx(graph)
+    write_atomic(args.output, lambda temp: onnx.save(model, str(temp)))
+    print(f"wrote {args.output} ({len(model.graph.node)} nodes)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, options: Options) -> int:
+    from tinyodl.driver.evaluate import evaluate_model, print_check, print_evaluation, write_predictions
+
+    check_writable(args.predictions)
+    evaluation = evaluate_model(args.model, args.data, options, params=args.params, target=args.target,
+                                timeout=args.timeout, build_dir=args.build_dir,
+                                progress=(lambda message: None) if args.quiet else _progress_line)
+    print_evaluation(evaluation)
+    if evaluation.check is not None:
+        print_check(evaluation.check)
+    if args.predictions is not None:
+        write_predictions(args.predictions, evaluation)
+    if args.json:
+        print(json.dumps(evaluation.to_json()))
+    return 0 if evaluation.check is None or evaluation.check["ok"] else 1
+
+
+def _progress_line(message: str) -> None:
+    print(f"[tinyodl] {message}", file=sys.stderr, flush=True)
 
 
 def cmd_simulate(args: argparse.Namespace, options: Options) -> int:

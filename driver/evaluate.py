@@ -14,12 +14,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
@@ -29,9 +30,10 @@ from tinyodl.ir.types import Phase
 
 # The simulated outputs against the float64 reference: fp32 kernels, as for training losses.
 RTOL, ATOL = 1e-4, 1e-5
+EVAL_TARGETS = ("reference", "qemu")
 
 
-def forward_graph(model: Path, options: Options) -> Graph:
+def forward_graph(model: Path | onnx.ModelProto, options: Options) -> Graph:
     """The pipeline's graph with nothing trained: forward ops and the loss only."""
     graph = build_training_graph(model, replace(options, train="none"))
     extra = [op for op in graph.ops if op.phase in (Phase.BACKWARD, Phase.UPDATE)]
@@ -178,21 +180,49 @@ def reference_outputs(graph: Graph, data: EvalData) -> np.ndarray:
     return np.concatenate(chunks)[:data.samples]
 
 
-def evaluate_graph(graph: Graph, data: EvalData, loss: str) -> Evaluation:
-    """Evaluate on the reference: `graph` may be a training graph; only its forward ops and loss matter,
-    and its parameters are not changed."""
-    return metrics(reference_outputs(_without_training(graph), data), data.targets, loss)
+def evaluate_graph(graph: Graph, data: EvalData, loss: str,
+                   params: Mapping[str, np.ndarray] | None = None) -> Evaluation:
+    """Evaluate on the reference. `graph` may be a training graph: only its forward ops and loss run, and
+    its own contents are not changed. `params` (by initializer name, flat or shaped) replace parameter
+    values, e.g. those a training run ended with."""
+    return metrics(reference_outputs(_forward_view(graph, params or {}), data), data.targets, loss)
 
 
-def _without_training(graph: Graph) -> Graph:
-    """A view of `graph` that runs forward and loss only (same values, same parameter contents)."""
-    if all(op.phase in (Phase.FORWARD, Phase.LOSS) for op in graph.ops):
-        return graph
+def _forward_view(graph: Graph, params: Mapping[str, np.ndarray]) -> Graph:
+    """A graph sharing `graph`'s values that runs its forward ops and loss, with `params` as contents."""
     view = Graph(graph.name)
     view.ops = [op for op in graph.ops if op.phase in (Phase.FORWARD, Phase.LOSS)]
-    view.inputs, view.params, view.initial = graph.inputs, graph.params, graph.initial
+    view.inputs, view.params = graph.inputs, graph.params
+    view.initial = dict(graph.initial)
+    for value in graph.params:
+        trained = params.get(value.origin or value.name)
+        if trained is not None:
+            view.initial[value.name] = np.asarray(trained).reshape(value.shape)
     view.outputs = [op.outputs[0] for op in view.ops if op.phase is Phase.LOSS]
     return view
+
+
+def evaluate_model(model: Path | onnx.ModelProto, data: Path, options: Options, *, params: Path | None = None,
+                   target: str = "reference", timeout: float = 600.0, build_dir: Path | None = None,
+                   progress: Callable[[str], None] = lambda message: None) -> Evaluation:
+    """`tinyodl eval`: the model (with `params` from an .npz or .onnx, if given) on every sample of `data`."""
+    from tinyodl.driver.onnx_io import init_from
+
+    if target not in EVAL_TARGETS:
+        raise UserError(f"--target {target}: choose from {', '.join(EVAL_TARGETS)}")
+    if not timeout > 0:  # NaN fails this too
+        raise UserError(f"--timeout must be > 0 seconds, got {timeout}")
+    graph = forward_graph(model, options)
+    if params is not None:
+        init_from(graph, Path(params), model, fold_bn=options.fold_bn, optimizer_state=False)
+    eval_data = load_eval_data(graph, Path(data))
+    if target == "reference":
+        return metrics(reference_outputs(graph, eval_data), eval_data.targets, options.loss)
+    outputs, check = evaluate_on_qemu(graph, eval_data, options, timeout=timeout, build_dir=build_dir,
+                                      progress=progress)
+    evaluation = metrics(outputs, eval_data.targets, options.loss)
+    evaluation.check = check
+    return evaluation
 
 
 def evaluate_on_qemu(graph: Graph, data: EvalData, options: Options, *, timeout: float,
@@ -287,3 +317,37 @@ def print_evaluation(evaluation: Evaluation, label: str = "") -> None:
         recall = evaluation.per_class[label_index]["recall"]
         print(f"{label_index:>6}" + "".join(f"{count:>{width}}" for count in row)
               + (f"{recall:>9.3f}" if recall is not None else f"{'-':>9}"))
+
+
+def evaluate_before_after(graph: Graph, data: EvalData, loss: str, trained: Mapping[str, np.ndarray],
+                          where: Path) -> dict[str, Any]:
+    """`simulate --eval`: the report's `eval` entry, on the reference, before training (the graph's own
+    parameters) and after (`trained`, the values the run ended with)."""
+    before = evaluate_graph(graph, data, loss)
+    after = evaluate_graph(graph, data, loss, trained)
+    return {"data": str(where), "before": before.to_json(), "after": after.to_json()}
+
+
+def print_before_after(entry: dict[str, Any]) -> None:
+    for when in ("before", "after"):
+        result = entry[when]
+        line = f"eval {when} training: loss {result['loss']:.6f} over {result['samples']} samples"
+        if "accuracy" in result:
+            line += f", accuracy {result['accuracy']:.4f}"
+        print(line)
+
+
+def write_predictions(path: Path, evaluation: Evaluation) -> None:
+    """The predictions as one .npy: a class per sample (cross-entropy), the raw outputs (mse)."""
+    from tinyodl.driver.files import write_atomic
+
+    def write(temp: Path) -> None:
+        with open(temp, "wb") as handle:
+            np.save(handle, evaluation.predictions)
+    write_atomic(path, write)
+
+
+def print_check(check: dict[str, Any]) -> None:
+    worst = check["worst"]
+    print(f"check: {'ok' if check['ok'] else 'FAILED'} (simulated outputs vs reference: relative error "
+          f"{worst['rel_err']:.3g}, {worst['tolerance_ratio']:.3g}x the tolerance)")

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from tinyodl.driver.check import SimOutput
 from tinyodl.driver.files import write_atomic
 from tinyodl.driver.options import UserError
 from tinyodl.ir.graph import Graph, Value
@@ -49,6 +50,14 @@ def save_state(path: Path, params: Mapping[str, np.ndarray], state: Mapping[str,
         with open(temp, "wb") as handle:
             np.savez(handle, **{name: np.asarray(array) for name, array in arrays.items()})
     write_atomic(path, write)
+
+
+def final_state(graph: Graph, simulated: SimOutput) -> dict[str, np.ndarray]:
+    """The optimizer state a simulated program ended with, by state name (it prints its state after the
+    last step as raw float32 / int32 words)."""
+    printed = simulated.states[max(simulated.states)].state if simulated.states else {}
+    return {value.name: np.asarray(printed[value.name]).view(value.dtype.numpy).reshape(value.shape)
+            for value in graph.state if value.name in printed}
 
 
 # -- ONNX out -----------------------------------------------------------------------------------
@@ -134,11 +143,13 @@ def _read_onnx_params(path: Path) -> Saved:
     return Saved({name: array for name, array in arrays.items() if np.issubdtype(array.dtype, np.floating)}, {})
 
 
-def apply_saved(graph: Graph, saved: Saved, path: Path, *, model_initializers: frozenset[str] = frozenset()) -> None:
+def apply_saved(graph: Graph, saved: Saved, path: Path, *, model_initializers: frozenset[str] = frozenset(),
+                optimizer_state: bool = True) -> None:
     """Start from saved values: each named parameter (and optimizer state) takes the saved contents.
 
     Names the graph does not hold are refused, except initializers of the model itself that the pipeline
-    folded away (an .onnx source carries them all); parameters the file lacks keep the model's values."""
+    folded away (an .onnx source carries them all); parameters the file lacks keep the model's values.
+    Without `optimizer_state` (evaluation) a state file's optimizer state is ignored."""
     by_name = {value.origin or value.name: value for value in _parameters(graph)}
     for name, array in sorted(saved.params.items()):
         value = by_name.get(name)
@@ -149,7 +160,7 @@ def apply_saved(graph: Graph, saved: Saved, path: Path, *, model_initializers: f
             raise UserError(f"{path}: '{name}' is not a parameter of the model (its parameters: {known})")
         graph.initial[value.name] = _checked(path, name, array, value)
     states = {value.name: value for value in graph.state}
-    for name, array in sorted(saved.state.items()):
+    for name, array in sorted(saved.state.items() if optimizer_state else ()):
         value = states.get(name)
         if value is None:
             raise UserError(f"{path}: optimizer state '{name}' has no counterpart in this run (saved with another "
@@ -182,10 +193,13 @@ def model_initializer_names(model: Path | onnx.ModelProto) -> frozenset[str]:
     return frozenset(init.name for init in proto.graph.initializer)
 
 
-def init_from(graph: Graph, path: Path, model: Path | onnx.ModelProto, *, fold_bn: bool) -> None:
+def init_from(graph: Graph, path: Path, model: Path | onnx.ModelProto, *, fold_bn: bool,
+              optimizer_state: bool = True) -> None:
     """`--init-params`: parameters (and optimizer state from a state file) from `path` into the graph."""
     path = Path(path)
     if fold_bn and path.suffix.lower() == ".onnx":
         raise UserError(f"--init-params {path}: an .onnx holds unfolded batch-norm parameters, which cannot be "
                         "combined with --fold-bn (use the .npz that --save-params or --save-state wrote)")
-    apply_saved(graph, read_saved(path), path, model_initializers=model_initializer_names(model))
+    apply_saved(graph, read_saved(path), path, model_initializers=model_initializer_names(model),
+                optimizer_state=optimizer_state)
+

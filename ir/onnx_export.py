@@ -1,9 +1,11 @@
 """The training graph as an ONNX model, for Netron and other ONNX viewers (`tinyodl ir --format onnx`).
 
 Ops with a standard ONNX equivalent become that operator; everything else (gradients, losses without one,
-optimizer updates, DMA and tile loops) becomes a node of the `tinyodl` domain carrying the IR attributes,
-so every IR op is exactly one node. ONNX values are single-assignment while optimizer updates overwrite
-their operands in place, so each overwritten operand appears as a fresh output `<name>.next`.
+optimizer updates) becomes a node of the `tinyodl` domain carrying the IR attributes, so every IR op is
+exactly one node. A tile loop is exported as the kernel it tiles; its tiling (tile, tiles, L1 bytes) is an
+attribute of a `tinyodl` node and the doc string of a standard one. ONNX values are single-assignment while
+optimizer updates overwrite their operands in place, so each overwritten operand appears as a fresh output
+`<name>.next`.
 Parameters, constants and optimizer state are initializers when their contents are known, graph inputs
 otherwise (a graph parsed from text carries no tensor contents).
 """
@@ -18,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value
-from tinyodl.ir.registry import lookup
+from tinyodl.ir.registry import TILING_ATTRS, kernel_of, lookup, mutated_operands
 from tinyodl.ir.types import DType
 
 DOMAIN = "tinyodl"
@@ -51,53 +53,47 @@ class _Export:
         return name
 
 
-# A standard ONNX node from an IR op: (op, its input names, its output names, export state) -> node.
-_Standard = Callable[[Op, list[str], list[str], _Export], onnx.NodeProto]
+# A standard ONNX node from an IR op: (op, its kernel's attributes with defaults, its input names, its output
+# names, export state) -> node.
+_Standard = Callable[[Op, dict[str, AttrValue], list[str], list[str], _Export], onnx.NodeProto]
 
 
-def _attrs(op: Op) -> dict[str, AttrValue]:
-    return lookup(op.type).with_defaults(op.attrs)
-
-
-def _conv(op: Op, ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
-    attrs = _attrs(op)
+def _conv(op: Op, attrs: dict[str, AttrValue], ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
     weight = op.inputs[1].shape
     # The IR's pads are [top, left, bottom, right], which is ONNX's [x1_begin, x2_begin, x1_end, x2_end].
     return helper.make_node("Conv", ins, outs, name=op.node, kernel_shape=list(weight[2:]),
                             strides=list(attrs["strides"]), pads=list(attrs["pads"]), group=attrs["group"])
 
 
-def _gemm(op: Op, ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
-    attrs = _attrs(op)
+def _gemm(op: Op, attrs: dict[str, AttrValue], ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
     return helper.make_node("Gemm", ins, outs, name=op.node, transA=attrs["trans_a"], transB=attrs["trans_b"],
                             alpha=float(attrs["alpha"]), beta=float(attrs["beta"]))
 
 
 def _pool(onnx_type: str) -> _Standard:
-    def make(op: Op, ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
-        attrs = _attrs(op)
+    def make(op: Op, attrs: dict[str, AttrValue], ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
         extra = {"count_include_pad": attrs["count_include_pad"]} if onnx_type == "AveragePool" else {}
         return helper.make_node(onnx_type, ins, outs, name=op.node, kernel_shape=list(attrs["kernel"]),
                                 strides=list(attrs["strides"]), pads=list(attrs["pads"]), **extra)
     return make
 
 
-def _clip(op: Op, ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
-    attrs = _attrs(op)
+def _clip(op: Op, attrs: dict[str, AttrValue], ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
     low = state.constant(f"{outs[0]}.min", np.array(attrs["min"], np.float32))
     high = state.constant(f"{outs[0]}.max", np.array(attrs["max"], np.float32))
     return helper.make_node("Clip", [ins[0], low, high], outs, name=op.node)
 
 
-def _reshape(op: Op, ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
-    shape = state.constant(f"{outs[0]}.shape", np.array(_attrs(op)["shape"], np.int64))
+def _reshape(op: Op, attrs: dict[str, AttrValue], ins: list[str], outs: list[str],
+             state: _Export) -> onnx.NodeProto:
+    shape = state.constant(f"{outs[0]}.shape", np.array(attrs["shape"], np.int64))
     return helper.make_node("Reshape", [ins[0], shape], outs, name=op.node)
 
 
 def _plain(onnx_type: str, **fixed: AttrValue) -> _Standard:
     """An ONNX op whose attributes are the IR's under the same names (plus fixed ones)."""
-    def make(op: Op, ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
-        return helper.make_node(onnx_type, ins, outs, name=op.node, **_attrs(op), **fixed)
+    def make(op: Op, attrs: dict[str, AttrValue], ins: list[str], outs: list[str], state: _Export) -> onnx.NodeProto:
+        return helper.make_node(onnx_type, ins, outs, name=op.node, **attrs, **fixed)
     return make
 
 
@@ -129,14 +125,18 @@ def export_onnx(graph: Graph) -> onnx.ModelProto:
     for op in graph.ops:
         ins = [current[value] for value in op.inputs]
         outs = [value.name for value in op.outputs]
-        for position in lookup(op.type).mutates:
+        for position in mutated_operands(op):
             if position < len(op.inputs):
                 written = op.inputs[position]
                 current[written] = state.fresh(f"{written.name}.next")
                 outs.append(current[written])
-        standard = STANDARD.get(op.type)
-        node = standard(op, ins, outs, state) if standard else _custom(op, ins, outs)
-        node.doc_string = f"phase: {op.phase.value}"
+        kernel, kernel_attrs = kernel_of(op.type, op.attrs)
+        standard = STANDARD.get(kernel)
+        if standard is not None:
+            node = standard(op, lookup(kernel).with_defaults(kernel_attrs), ins, outs, state)
+        else:
+            node = _custom(kernel, {**lookup(kernel).with_defaults(kernel_attrs), **op.attrs}, op.node, ins, outs)
+        node.doc_string = _doc(op)
         nodes.append(node)
     inputs = [_value_info(value.name, value) for value in graph.inputs]
     initializers = []
@@ -158,10 +158,23 @@ def export_onnx(graph: Graph) -> onnx.ModelProto:
     return model
 
 
-def _custom(op: Op, ins: list[str], outs: list[str]) -> onnx.NodeProto:
-    node = helper.make_node(op.type, ins, outs, name=op.node, domain=DOMAIN)
-    node.attribute.extend(_attribute(key, value) for key, value in sorted(_attrs(op).items()))
+def _custom(kernel: str, attrs: dict[str, AttrValue], name: str, ins: list[str], outs: list[str]) -> onnx.NodeProto:
+    node = helper.make_node(kernel, ins, outs, name=name, domain=DOMAIN)
+    node.attribute.extend(_attribute(key, value) for key, value in sorted(attrs.items()) if key != "tiled_op")
     return node
+
+
+def _doc(op: Op) -> str:
+    """The phase, and for a tile loop its tiling (a standard ONNX node cannot carry extra attributes)."""
+    text = f"phase: {op.phase.value}"
+    if op.type == "tile_loop":
+        tiling = ", ".join(f"{key} {_text(op.attrs[key])}" for key in TILING_ATTRS[1:] if key in op.attrs)
+        text += f"; computed in L1 tiles by a tile loop: {tiling}"
+    return text
+
+
+def _text(value: AttrValue) -> str:
+    return "x".join(str(item) for item in value) if isinstance(value, tuple) else str(value)
 
 
 def _attribute(key: str, value: AttrValue) -> onnx.AttributeProto:

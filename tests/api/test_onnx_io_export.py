@@ -10,27 +10,25 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from tinyodl.frontend import import_onnx
+from tinyodl.driver.options import Options
+from tinyodl.driver.pipeline import build_training_graph
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.onnx_export import DOMAIN, export_onnx
 from tinyodl.ir.text import parse_graph, print_graph
-from tinyodl.passes.canonicalize import Canonicalize
-from tinyodl.passes.manager import PassManager
-from tinyodl.passes.training import Training
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.onnx"))
 
 
-def training_graph(model: Path, **training: object) -> Graph:
-    graph = import_onnx(model)
-    return PassManager([Canonicalize(strip_softmax=True), Training(**training)]).run(graph)  # type: ignore[arg-type]
+def training_graph(model: Path, **options: object) -> Graph:
+    """The default pipeline's graph: trained, tiled for L1, planned in L2."""
+    return build_training_graph(model, Options(**options))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("model", EXAMPLES, ids=lambda path: path.stem)
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_every_example_exports_one_node_per_op(model: Path, optimizer: str) -> None:
-    graph = training_graph(model, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0)
+@pytest.mark.parametrize("optimizer, tiling", [("sgd", True), ("adam", True), ("sgd", False)])
+def test_every_example_exports_one_node_per_op(model: Path, optimizer: str, tiling: bool) -> None:
+    graph = training_graph(model, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0, tiling=tiling)
     exported = export_onnx(graph)
     onnx.checker.check_model(exported, full_check=False)
     assert len(exported.graph.node) == len(graph.ops)
@@ -41,6 +39,8 @@ def test_every_example_exports_one_node_per_op(model: Path, optimizer: str) -> N
     assert {attr.name for attr in update.attribute} >= {"lr", "weight_decay"}
     # An update overwrites its parameter: the new contents are a fresh single-assignment value.
     assert any(name.endswith(".next") for name in update.output)
+    if tiling:  # a tile loop is exported as the kernel it tiles, its tiling in the doc string
+        assert any("tile loop" in node.doc_string for node in exported.graph.node if node.domain == "")
 
 
 @pytest.mark.parametrize("model", EXAMPLES, ids=lambda path: path.stem)
@@ -63,7 +63,7 @@ def test_forward_and_loss_match_the_reference_executor(model: Path) -> None:
 
 def test_values_without_contents_become_graph_inputs() -> None:
     """A graph read from IR text has shapes but no parameter contents: parameters are declared as inputs."""
-    text = print_graph(training_graph(EXAMPLES[0], optimizer="sgd", momentum=0.9))
+    text = print_graph(training_graph(EXAMPLES[0], optimizer="sgd", momentum=0.9, tiling=False))
     graph = parse_graph(text)
     exported = export_onnx(graph)
     onnx.checker.check_model(exported, full_check=False)
