@@ -16,6 +16,7 @@ class Buffer:
     value_name: str
     alias_of: Buffer | None = None
     init: str = ""        # C initializer list for params/consts/state, empty for zeros
+    offset: int = 0       # byte offset in the L2 arena (the memory plan's), for buffers that are not views
 
     @property
     def nbytes(self) -> int:
@@ -61,7 +62,10 @@ class Program:
     regions: list[Region]
     inputs: list[Buffer]                 # per-step data inputs (pointers set by network_set_batch)
     trainable: list[tuple[str, Buffer]]  # (ONNX name, buffer)
-    # The gradient each trainable parameter's update reads (None when the loss does not reach it).
     loss: Buffer
-    grads: list[Buffer | None] = field(default_factory=list)  # (input, data symbol, numel)
+    # The copy of each trainable parameter's gradient that the program keeps off-chip (.l3) for the host:
+    # the gradient's own L2 storage is reused once its update has read it. None when the loss does not
+    # reach the parameter.
+    grads: list[Buffer | None] = field(default_factory=list)
     l1_bytes: int = 0  # the L1 scratchpad the tile loops use (0: an untiled program)
+    arena_bytes: int = 0  # the static L2 arena holding every buffer that is not a view

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
+import onnx
+
 from tinyodl.driver.options import Options, UserError
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.text import print_graph
@@ -29,7 +31,12 @@ def default_passes(options: Options) -> list[Pass]:
     ]
 
 
-def import_model(model: Path, batch: int | None) -> Graph:
+def model_label(model: Path | onnx.ModelProto) -> str:
+    """How messages name the model: its file, or its graph for a model given in memory."""
+    return str(model) if isinstance(model, Path) else f"model '{model.graph.name}'"
+
+
+def import_model(model: Path | onnx.ModelProto, batch: int | None) -> Graph:
     from tinyodl.frontend import FrontendError, import_onnx
 
     try:
@@ -37,11 +44,12 @@ def import_model(model: Path, batch: int | None) -> Graph:
     except FrontendError as exc:
         raise UserError(str(exc)) from None
     if graph.name in ("", "main_graph", "torch_jit", "torch-jit-export"):
-        graph.name = Path(model).stem  # exporters' placeholder names say nothing; the file name does
+        # exporters' placeholder names say nothing; the file name does
+        graph.name = model.stem if isinstance(model, Path) else "model"
     return graph
 
 
-def build_training_graph(model: Path, options: Options, *, pipeline: str | None = None,
+def build_training_graph(model: Path | onnx.ModelProto, options: Options, *, pipeline: str | None = None,
                          print_after: set[str] | None = None, time_passes: bool = False,
                          out: TextIO | None = None, printer=print_graph) -> Graph:  # type: ignore[no-untyped-def]
     """Import `model` and run the pipeline (the options' default one, or `pipeline`)."""
@@ -61,7 +69,7 @@ def build_training_graph(model: Path, options: Options, *, pipeline: str | None 
     except PassOptionError as exc:
         raise UserError(str(exc)) from None
     except PassError as exc:
-        raise UserError(f"{model}: {exc}") from None
+        raise UserError(f"{model_label(model)}: {exc}") from None
 
 
 def _check_print_after(print_after: set[str], passes: list[Pass]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,9 @@ class ReferenceRun:
     linear_updates: set[str] = field(default_factory=set)         # parameters whose update is plain SGD
 
 
-def run_reference(graph: Graph, batches: Batches) -> ReferenceRun:
+def run_reference(graph: Graph, batches: Batches,
+                  on_step: Callable[[int, float], None] | None = None) -> ReferenceRun:
+    """Every step in float64; `on_step(step, loss)` after each (progress)."""
     executor = Executor(graph)
     trainable = graph.trainable_params()
     initial = {v.origin or v.name: executor.param(v.name).copy() for v in trainable}
@@ -30,9 +33,11 @@ def run_reference(graph: Graph, batches: Batches) -> ReferenceRun:
     loss_value = graph.outputs[0]
     losses = []
     env: dict[str, np.ndarray] = {}
-    for feed in batches.steps:
+    for step, feed in enumerate(batches.steps):
         env = executor.run(feed)
         losses.append(float(env[loss_value.name]))
+        if on_step is not None:
+            on_step(step, losses[-1])
     params = {v.origin or v.name: executor.param(v.name) for v in trainable}
     grads = {v.origin or v.name: env[updates[v].inputs[1].name] for v in trainable if v in updates}
     linear = {v.origin or v.name for v in trainable if v in updates and updates[v].type == "sgd_update"}

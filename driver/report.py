@@ -7,6 +7,7 @@ from typing import Any
 from tinyodl.driver.check import SimOutput
 from tinyodl.driver.options import Options
 from tinyodl.ir.graph import Graph
+from tinyodl.ir.registry import op_macs
 
 
 def build_report(graph: Graph, options: Options, program: Any, result: Any, simulated: SimOutput,
@@ -42,16 +43,52 @@ def build_report(graph: Graph, options: Options, program: Any, result: Any, simu
                    "cycles_est": max(per_core_cycles) if per_core_cycles else 0},
         "memory": {"l1_bytes": memory.l1_used, "l1_capacity": memory.l1_bytes, "l2_bytes": memory.l2_used,
                    "l2_capacity": memory.l2_bytes, "dma_bytes": simulated.dma[0], "dma_transfers": simulated.dma[1],
-                   "dma_cycles_est": simulated.dma[2]},
+                   "dma_cycles_est": simulated.dma[2], **memory_plan_fields(graph)},
         "notes": "instructions and MACs are summed over all steps; instructions exclude start-up and output "
                  "(region 0); critical_path_instructions sums each layer's busiest core (cores meet at a barrier after "
                  "every kernel); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c)",
     }
 
 
+def memory_plan_fields(graph: Graph) -> dict[str, Any]:
+    """The L2 plan of the memory pass (when it ran): peak, naive sum, lower bound, the peak op, and per
+    tensor its offset, size, role and first/last op index (what `--plot` draws)."""
+    plan = graph.memory_plan
+    if plan is None:
+        return {}
+    roles = {value.name: value.role.value for value in graph.all_values()}
+    return {"l2_peak_bytes": plan.peak_bytes, "l2_naive_bytes": plan.naive_bytes,
+            "l2_lower_bound_bytes": plan.lower_bound_bytes, "l2_peak_op": plan.peak_op,
+            "tensors": [{"name": t.name, "offset": t.offset, "size": t.size, "first": t.first, "last": t.last,
+                         "role": roles.get(t.name, ""), "shares": t.shares} for t in plan.tensors]}
+
+
+def reference_report(graph: Graph, options: Options, losses: list[float]) -> dict[str, Any]:
+    """The report of a reference run, with the keys of a QEMU run's: what only a simulated run measures
+    (instructions, cycles, L1 use, DMA) is None, and `layers` is empty."""
+    steps = len(losses)
+    return {
+        "model": graph.name, "target": "reference", "platform": options.target().describe(), "dtype": options.dtype,
+        "cores": options.target().cores, "steps_run": steps,
+        "steps": [{"loss": loss} for loss in losses],
+        "check": {"ok": True, "worst": None, "reason": "the reference is the golden run; nothing to compare"},
+        "layers": [],
+        "totals": {"macs": sum(op_macs(op) for op in graph.ops) * steps, "instructions_max_core": None,
+                   "instructions_per_core": [], "critical_path_instructions": None, "mac_per_instr": None,
+                   "cycles_est": None},
+        "memory": {"l1_bytes": None, "l1_capacity": options.target().l1_bytes, "l2_bytes": None,
+                   "l2_capacity": options.target().l2_bytes, "dma_bytes": None, "dma_transfers": None,
+                   "dma_cycles_est": None, **memory_plan_fields(graph)},
+        "notes": "a float64 numpy run of the training graph: MACs are summed over all steps; instruction, cycle, "
+                 "memory and DMA figures exist only for --target qemu",
+    }
+
+
 def print_summary(report: dict[str, Any]) -> None:
     for step, item in enumerate(report["steps"]):
         print(f"step {step}: loss {item['loss']:.6f}")
+    if report["target"] == "reference":
+        return  # the golden run itself: no instructions, cycles or check to show
     header = f"{'layer':<28} {'op':<34} {'phase':<8} {'MACs':>11} {'instr (max core)':>16} {'MAC/instr':>9}"
     print(header)
     print("-" * len(header))

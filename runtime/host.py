@@ -14,8 +14,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,14 +170,34 @@ def find_toolchain(need_plugin: bool = True) -> Toolchain:
     return toolchain
 
 
+def plugin_source_hash() -> str:
+    """sha256 of what the plugin is built from (its source, then qemu-plugin.h), as setup.sh computes it."""
+    digest = hashlib.sha256(PLUGIN_SOURCE.read_bytes())
+    header = tinyodl_home() / "qemu-plugin.h"
+    if header.is_file():
+        digest.update(header.read_bytes())
+    return digest.hexdigest()
+
+
+def plugin_hash_path() -> Path:
+    """Where the hash of the sources the plugin was built from is kept, beside the plugin."""
+    return plugin_path().with_name(f"{PLUGIN_NAME}.sha256")
+
+
+def plugin_is_current() -> bool:
+    """Staleness by content, not file times: a fresh clone's sources are all newer than a cached plugin."""
+    stamp = plugin_hash_path()
+    return plugin_path().is_file() and stamp.is_file() and stamp.read_text().strip() == plugin_source_hash()
+
+
 def _refresh_plugin() -> None:
-    """Rebuilds the plugin when its source is newer than the built one (e.g. after a pull), so counts
-    never come from an outdated model. Needs the header that setup.sh fetched; otherwise does nothing."""
+    """Rebuilds the plugin when it was built from other sources (e.g. after a pull), so counts never come
+    from an outdated model. Needs the header that setup.sh fetched; otherwise does nothing."""
     plugin, header = plugin_path(), tinyodl_home() / "qemu-plugin.h"
     host_cc = _which("gcc") or _which("cc")
     if not (plugin.is_file() and header.is_file() and PLUGIN_SOURCE.is_file() and host_cc):
         return
-    if plugin.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
+    if plugin_is_current():
         return
     scratch = plugin.with_name(f"{plugin.name}.{os.getpid()}.tmp")
     completed = subprocess.run(
@@ -190,6 +211,7 @@ def _refresh_plugin() -> None:
             f"rebuilding {plugin} failed: {_first_error_line(completed.stderr)} (run {SETUP_SCRIPT})"
         )
     os.replace(scratch, plugin)
+    plugin_hash_path().write_text(plugin_source_hash() + "\n")
 
 
 # ---- building ---------------------------------------------------------------------------------------
@@ -425,10 +447,11 @@ def qemu_command(elf: Path, cores: int, toolchain: Toolchain, counts_json: Path 
 
 def run_qemu(
     elf: Path, cores: int, timeout_s: float, count: bool = True, toolchain: Toolchain | None = None,
-    target: Target = PULP8,
+    target: Target = PULP8, on_line: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Runs `elf` on `cores` compute harts plus the DMA engine's hart; with `count`, per-hart per-region
-    counts come from the plugin (the engine's hart, number `cores`, counts only in region 0)."""
+    counts come from the plugin (the engine's hart, number `cores`, counts only in region 0). `on_line`
+    sees each line of the guest's output as it is printed (progress while a long run goes on)."""
     tools = toolchain or find_toolchain(need_plugin=count)
     elf = Path(elf)
     if not elf.is_file():
@@ -438,9 +461,7 @@ def run_qemu(
         command = qemu_command(elf, cores, tools, counts_json, target)
         started = time.monotonic()
         try:
-            completed = subprocess.run(
-                command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s, check=False
-            )
+            completed = _run_streaming(command, timeout_s, on_line)
         except subprocess.TimeoutExpired as expired:
             return RunResult(
                 exit_code=EXIT_HOST_TIMEOUT,
@@ -462,6 +483,39 @@ def run_qemu(
             elif failure is None:
                 failure = f"the instruction-count plugin wrote no counts (is {tools.plugin} up to date?)"
     return RunResult(completed.returncode, stdout, stderr, failure, regions, wall_seconds, cycle_model)
+
+
+def _run_streaming(command: Sequence[str], timeout_s: float,
+                   on_line: Callable[[str], None] | None) -> subprocess.CompletedProcess[str]:
+    """subprocess.run(capture_output=True, timeout=...) that also hands each stdout line to `on_line` as it
+    arrives; readers run in threads so that the timeout still holds when the guest prints nothing."""
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, encoding="utf-8", errors="replace")
+    assert process.stdout is not None and process.stderr is not None
+    out_lines: list[str] = []
+    err_text: list[str] = []
+
+    def read_stdout() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            out_lines.append(line)
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+
+    readers = [threading.Thread(target=read_stdout, daemon=True),
+               threading.Thread(target=lambda: err_text.append(process.stderr.read()), daemon=True)]  # type: ignore[union-attr]
+    for reader in readers:
+        reader.start()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        for reader in readers:
+            reader.join()
+        raise subprocess.TimeoutExpired(command, timeout_s, "".join(out_lines), "".join(err_text)) from None
+    for reader in readers:
+        reader.join()
+    return subprocess.CompletedProcess(command, process.returncode, "".join(out_lines), "".join(err_text))
 
 
 def _text(data: bytes | str | None) -> str:
@@ -568,8 +622,10 @@ def doctor() -> list[tuple[str, bool, str]]:
     plugin = plugin_path()
     if not plugin.is_file():
         checks.append(("instruction-count plugin", False, f"{plugin} missing: run {SETUP_SCRIPT} as root"))
-    elif PLUGIN_SOURCE.is_file() and plugin.stat().st_mtime < PLUGIN_SOURCE.stat().st_mtime:
-        checks.append(("instruction-count plugin", False, f"{plugin} older than its source: run {SETUP_SCRIPT}"))
+    elif PLUGIN_SOURCE.is_file() and not plugin_is_current():
+        checks.append(("instruction-count plugin", False,
+                       f"{plugin} was built from other sources than {PLUGIN_SOURCE.name} and qemu-plugin.h now hold "
+                       f"(content hash in {plugin_hash_path().name}): run {SETUP_SCRIPT}"))
     else:
         checks.append(("instruction-count plugin", True, str(plugin)))
     return checks

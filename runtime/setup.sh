@@ -102,8 +102,13 @@ fetch_header() {
     say "removed the temporary deb-src entry"
 }
 
+# The plugin is current when it was built from these exact contents (source, then header): the hash is
+# stored beside it, so a fresh clone (every file time new) does not look stale and an edit is never missed.
+# runtime/host.py computes the same hash (plugin_source_hash).
 build_plugin() {
-    if [[ -f "$plugin_so" && "$plugin_so" -nt "$plugin_src" && "$plugin_so" -nt "$header" ]]; then
+    local digest
+    digest="$(cat "$plugin_src" "$header" | sha256sum | cut -d' ' -f1)"
+    if [[ -f "$plugin_so" && -f "$plugin_so.sha256" && "$(cat "$plugin_so.sha256")" == "$digest" ]]; then
         say "plugin up to date: $plugin_so"
         return
     fi
@@ -111,6 +116,7 @@ build_plugin() {
     gcc -std=c11 -O2 -Wall -Wextra -fPIC -shared -I "$home_dir" \
         -o "$plugin_so.tmp" "$plugin_src"
     mv "$plugin_so.tmp" "$plugin_so"
+    echo "$digest" > "$plugin_so.sha256"
 }
 
 if [[ $EUID -ne 0 ]] && [[ -n "$(missing_packages)" ]]; then

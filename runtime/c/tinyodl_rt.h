@@ -106,9 +106,10 @@ static inline void rt_chunk(int n, int *start, int *end)
  *     wait. Transfers complete in the order they were started.
  *   - Source and destination of one transfer must not overlap. Until the transfer is waited for, the
  *     issuer must not write its source nor anyone read or write its destination.
- *   - The returned ids increase by one per transfer; rt_dma_wait(id) returns once transfer `id` and all
- *     started before it are complete, and makes their data visible to the waiting core. Waiting for an
- *     id twice is fine; waiting for one that was never returned sleeps until the watchdog fires.
+ *   - The returned ids start at 1 and increase by one per transfer (so 0 can stand for "no transfer":
+ *     waiting for it returns at once). rt_dma_wait(id) returns once transfer `id` and all started
+ *     before it are complete, and makes their data visible to the waiting core. Waiting for an id
+ *     twice is fine; waiting for one that was never returned sleeps until the watchdog fires.
  *   - The queue holds RT_DMA_QUEUE_SLOTS transfers; issuing into a full queue sleeps until a slot frees.
  *   - Nobody spins: waiters, a blocked issuer and the idle engine sleep in `wfi` and are woken by CLINT
  *     software interrupts.
