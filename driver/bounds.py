@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyodl.ir.graph import Graph, Op, Value
-from tinyodl.ir.registry import lookup, op_macs
+from tinyodl.ir.registry import kernel_of, lookup, op_macs
 from tinyodl.ir.types import Phase
 
 F32_EPS = 2.0 ** -24
@@ -57,11 +57,6 @@ class StepRun:
     state_after: dict[str, np.ndarray]  # parameters and optimizer state after the update, by IR name
 
 
-def kernel_of(op: Op) -> str:
-    """The computing op type (a tile loop stands for the kernel it wraps)."""
-    return str(op.attrs.get("tiled_op", op.type)) if op.type == "tile_loop" else op.type
-
-
 def run_step(graph: Graph, state: Mapping[str, np.ndarray], feed: Mapping[str, np.ndarray],
              updates: Mapping[str, np.ndarray] | None = None) -> StepRun:
     """Run one step of `graph` in float64 from `state` (every parameter and optimizer state by IR name) on
@@ -77,11 +72,12 @@ def run_step(graph: Graph, state: Mapping[str, np.ndarray], feed: Mapping[str, n
     bounds: dict[str, np.ndarray] = {}
     state_after: dict[str, np.ndarray] = {}
     for op in graph.ops:
-        opdef = lookup(op.type)
+        kernel, kernel_attrs = kernel_of(op.type, op.attrs)  # a tile loop computes what its kernel does
+        opdef = lookup(kernel)
         # The program holds its hyperparameters as float32 constants: 1 - beta2 with beta2 = 0.999 rounded to
         # float32 is 1.3e-5 away from 0.001, far more than a rounding of the update itself.
         attrs = {key: float(np.float32(item)) if isinstance(item, float) else item
-                 for key, item in opdef.with_defaults(op.attrs).items()}
+                 for key, item in opdef.with_defaults(kernel_attrs).items()}
         operands = [values[v.name] for v in op.inputs]
         if op.phase is Phase.UPDATE and updates:
             operands = [_stored(v, updates[v.name]) if v.name in updates else values[v.name] for v in op.inputs]
@@ -98,7 +94,7 @@ def run_step(graph: Graph, state: Mapping[str, np.ndarray], feed: Mapping[str, n
         with np.errstate(all="ignore"):  # an overflow in float32 shows as an infinite bound, not a warning
             single_results = opdef.reference([singles[v.name] for v in op.inputs], attrs)
         rounding = np.sqrt(_terms(op)) * F32_EPS
-        for value, magnitude, single in zip(op.outputs, _magnitudes(op, attrs, values), single_results,
+        for value, magnitude, single in zip(op.outputs, _magnitudes(op, kernel, attrs, values), single_results,
                                             strict=False):
             singles[value.name] = _stored(value, single, np.float32)
             if not value.dtype.is_float:
@@ -121,9 +117,9 @@ def _terms(op: Op) -> float:
     return float(max(1, op_macs(op) // outputs, largest_input // outputs))
 
 
-def _magnitudes(op: Op, attrs: Mapping[str, object], values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """sum |terms| of each output element of `op` (see the module's docstring)."""
-    kernel = kernel_of(op)
+def _magnitudes(op: Op, kernel: str, attrs: Mapping[str, object], values: Mapping[str, np.ndarray]
+                ) -> list[np.ndarray]:
+    """sum |terms| of each output element of `op`, which computes `kernel` (see the module's docstring)."""
     if kernel in ("softmax_cross_entropy", "softmax_cross_entropy_grad"):
         return _loss_magnitudes(kernel, values[op.inputs[0].name])
     if kernel == "softmax":
@@ -141,7 +137,7 @@ def _magnitudes(op: Op, attrs: Mapping[str, object], values: Mapping[str, np.nda
         else:
             operands.append(np.abs(values[value.name]))
     scaled = {key: abs(item) if key in _SCALES and isinstance(item, float) else item for key, item in attrs.items()}
-    return [np.abs(result) for result in lookup(op.type).reference(operands, scaled)]
+    return [np.abs(result) for result in lookup(kernel).reference(operands, scaled)]
 
 
 def _loss_magnitudes(kernel: str, logits: np.ndarray) -> list[np.ndarray]:
