@@ -23,7 +23,9 @@ def build_report(graph: Graph, options: Options, program: Any, result: Any, simu
         busiest = max(insns) if insns else 0
         layers.append({"name": region.node, "op": "+".join(dict.fromkeys(region.ops)), "phase": region.phase,
                        "macs": macs, "instructions": insns, "cycles_est": max(cycles) if cycles else 0,
-                       "mac_per_instr": macs / (cores * busiest) if busiest else 0.0})
+                       "mac_per_instr": macs / (cores * busiest) if busiest else 0.0,
+                       "l1_accesses": sum(c.l1_accesses for c in per_core if c),
+                       "l2_accesses": sum(c.l2_accesses for c in per_core if c)})
     per_core_total = [sum(layer["instructions"][h] for layer in layers) for h in range(cores)]
     per_core_cycles = [sum(c.cycles for rid, c in result.per_hart_regions.get(h, {}).items() if rid != 0)
                        for h in range(cores)]
@@ -46,7 +48,9 @@ def build_report(graph: Graph, options: Options, program: Any, result: Any, simu
                    "dma_cycles_est": simulated.dma[2], **memory_plan_fields(graph)},
         "notes": "instructions and MACs are summed over all steps; instructions exclude start-up and output "
                  "(region 0); critical_path_instructions sums each layer's busiest core (cores meet at a barrier after "
-                 "every kernel); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c)",
+                 "every kernel); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c) with "
+                 "the platform's memory timing; l1_accesses/l2_accesses are loads and stores summed over the compute "
+                 "cores (the per-core stacks count as L1)",
     }
 
 
@@ -100,9 +104,20 @@ def print_summary(report: dict[str, Any]) -> None:
     print(f"{'total':<28} {'':<34} {'':<8} {totals['macs']:>11} {totals['instructions_max_core']:>16} "
           f"{totals['mac_per_instr']:>9.3f}")
     memory = report["memory"]
+    print(platform_line(report["platform"]))
     print(f"cores {report['cores']}, est. cycles (busiest core) {totals['cycles_est']}, "
           f"L1 {memory['l1_bytes']} B, L2 {memory['l2_bytes']} B, DMA {memory['dma_bytes']} B")
     check = report["check"]
     worst = check["worst"]
     print(f"check: {'ok' if check['ok'] else 'FAILED'} (worst {worst['tensor']}: relative error "
           f"{worst['rel_err']:.3g})")
+
+
+def platform_line(platform: dict[str, Any]) -> str:
+    """The platform and the memory timing every cycle figure above rests on, in one line."""
+    return (f"platform {platform['name']}: L1 {platform['l1_bytes']} B at 1 cycle "
+            f"(+{platform['l1_load_use_stall']} load-use), L2 {platform['l2_bytes']} B at "
+            f"{platform['l2_load_cycles']}/{platform['l2_store_cycles']} cycles load/store "
+            f"(+{platform['l2_load_use_stall']} load-use), DMA {platform['dma_in_setup_cycles']} + B/"
+            f"{platform['dma_in_bytes_per_cycle']:g} in, {platform['dma_out_setup_cycles']} + B/"
+            f"{platform['dma_out_bytes_per_cycle']:g} out")
