@@ -102,7 +102,7 @@ def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: fl
         memory = host.memory_usage(elf, toolchain)
         cores = options.target().cores
         progress(f"running {len(batches.steps)} step(s) in QEMU on {cores} harts")
-        result = host.run_qemu(elf, cores, timeout, count=True, toolchain=toolchain)
+        result = host.run_qemu(elf, cores, timeout, count=True, toolchain=toolchain, target=options.target())
         if not result.ok:
             raise SimulationFailed(f"simulation failed: {result.failure}")
         try:
