@@ -20,9 +20,11 @@ from tinyodl.backend_c.dataset import dataset_context
 from tinyodl.backend_c.emitters import EMITTERS, BackendError, EmitContext
 from tinyodl.backend_c.names import SymbolTable, c_float_exact, c_string, comment_text
 from tinyodl.backend_c.program import Buffer, KernelCall, Program, Region
+from tinyodl.backend_c.tiled import emit_tile_loop
 from tinyodl.driver.options import Options, UserError
+from tinyodl.frontend.onnx_load import shown
 from tinyodl.ir.graph import Graph, Value
-from tinyodl.ir.registry import op_macs
+from tinyodl.ir.registry import kernel_of, op_macs
 from tinyodl.ir.types import Phase, Role
 from tinyodl.runtime.host import render_linker_script
 
@@ -54,6 +56,7 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
         add(value, "state", _initializer(data) if np.any(data) else "")
     regions: dict[tuple[str, str], Region] = {}
     calls: list[KernelCall] = []
+    l1_bytes = 0
     for op in graph.ops:
         if op.type == "reshape":
             alias = Buffer(symbols.make(op.outputs[0].name, _PREFIX[op.outputs[0].role]), buffers[op.inputs[0]].ctype,
@@ -66,18 +69,24 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
         region = regions.get(key)
         if region is None:
             region = regions[key] = Region(len(regions) + 1, op.node, op.phase.value)
-        region.ops.append(op.type)
+        kernel = kernel_of(op.type, op.attrs)[0]
+        region.ops.append(kernel)
         region.macs += op_macs(op)
         ctx = EmitContext(symbols, lambda v: buffers[v].symbol)
-        emitter = EMITTERS.get(op.type)
+        subject = f" {op.inputs[0].origin or op.inputs[0].name}" if op.phase is Phase.UPDATE and op.inputs else ""
+        comment = comment_text(f"{op.node} ({op.phase.value}): {kernel}{subject}")
+        emitter = EMITTERS.get(kernel)
         if emitter is None:
-            raise UserError(f"node {op.node!r}: op {op.type} has no C kernel yet")
+            raise UserError(f"node {op.node!r}: op {kernel} has no C kernel yet")
         try:
+            if op.type == "tile_loop":
+                loop = emit_tile_loop(op, ctx, lambda v: buffers[v].symbol, comment)
+                calls.append(KernelCall(loop.call, comment + " (tiled)", region.id, ctx.decls, loop.definitions))
+                l1_bytes = max(l1_bytes, loop.l1_bytes)
+                continue
             code = emitter(op, ctx)
         except BackendError as exc:
             raise UserError(f"node {op.node!r}: {exc}") from None
-        subject = f" {op.inputs[0].origin or op.inputs[0].name}" if op.phase is Phase.UPDATE and op.inputs else ""
-        comment = comment_text(f"{op.node} ({op.phase.value}): {op.type}{subject}")
         calls.append(KernelCall(code, comment, region.id, ctx.decls))
     if len(regions) >= 2047:
         raise UserError(f"the model has {len(regions)} layer x phase regions; at most 2046 are supported")
@@ -86,7 +95,7 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
     grad_of = {op.inputs[0]: op.inputs[1] for op in graph.ops if op.phase is Phase.UPDATE and len(op.inputs) > 1}
     grads = [buffers[grad_of[v]] if v in grad_of else None for v in graph.trainable_params()]
     return Program(graph.name, cores, steps, list(buffers.values()), calls, list(regions.values()),
-                   inputs, trainable, buffers[graph.outputs[0]], grads=grads)
+                   inputs, trainable, buffers[graph.outputs[0]], grads=grads, l1_bytes=l1_bytes)
 
 
 def _initializer(data: np.ndarray) -> str:
@@ -136,7 +145,7 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
         files["link.ld"] = render_linker_script(target.l1_bytes, target.l2_bytes, STACK_BYTES, target.cores)
     except ValueError as exc:
         raise UserError(f"--l1 {target.l1_bytes} / --l2 {target.l2_bytes}: {exc}") from None
-    for name in ("tinyodl_rt.h", "rt.c", "crt0.S"):
+    for name in ("tinyodl_rt.h", "rt.c", "crt0.S", "tinyodl_tile.h", "tile.c"):
         files[f"runtime/{name}"] = (runtime_dir / name).read_text()
     kernel_dir = resources.files("tinyodl.backend_c") / "kernels"
     for entry in sorted(kernel_dir.iterdir(), key=lambda e: e.name):
@@ -151,6 +160,13 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
 
 def _check_replaceable(out_dir: Path) -> None:
     """The output directory is replaced as a whole: only an empty one or an earlier project may go."""
+    try:
+        _check_replaceable_dir(out_dir)
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise UserError(f"{shown(str(out_dir))}: cannot write ({exc.strerror or exc})") from None
+
+
+def _check_replaceable_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not all(

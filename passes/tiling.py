@@ -24,8 +24,9 @@ UNTILED = ("reshape", "step_increment", "tile_loop")
 # The cost model, calibrated on the simulator's instruction counts of the kernels (tinyodl bench):
 MAC_PER_CYCLE_PER_CORE = 0.55   # a 3x3 convolution's inner loops on one core
 ELEMENT_CYCLES = 4.0            # an element-wise kernel's cycles per element on one core
-TILE_OVERHEAD_CYCLES = 400      # per tile: three barriers, the DMA bookkeeping of core 0, kernel set-up
+TILE_OVERHEAD_CYCLES = 2000     # per tile: three barriers, core 0 issuing and waiting for DMA, kernel set-up
 WORK_PER_CORE_GRANULE = 16      # output elements below which a core of the team has nothing to do
+WINDOW_FAMILIES = ("conv_fwd", "conv_grad_input", "conv_grad_weight", "pool", "pool_grad")
 DMA_SETUP_CYCLES = 21           # per transfer, and bytes per cycle (the platform's figures, GVSoC pulp-open)
 DMA_BYTES_PER_CYCLE = 8.0
 
@@ -113,16 +114,21 @@ def choose_plan(op: Op, l1_bytes: int, cores: int) -> TilePlan:
                                   f"{plan.l1_bytes()} bytes, the L1 budget is {l1_bytes} (raise --l1)")
         _, choice, plan = best
     improved = True
-    while improved:
+    while improved:  # best-improvement local search over one step up or down of any axis
         improved = False
+        best_neighbour = (cost(plan), choice, plan)
         for axis in range(len(axes)):
-            if choice[axis] == len(candidates[axis]) - 1:
-                continue
-            trial = choice.copy()
-            trial[axis] += 1
-            bigger = plan_at(trial)
-            if bigger.l1_bytes() <= l1_bytes and cost(bigger) < cost(plan):
-                choice, plan, improved = trial, bigger, True
+            for step in (-1, 1):
+                if not 0 <= choice[axis] + step < len(candidates[axis]):
+                    continue
+                trial = choice.copy()
+                trial[axis] += step
+                neighbour = plan_at(trial)
+                if neighbour.l1_bytes() <= l1_bytes and cost(neighbour) < best_neighbour[0]:
+                    best_neighbour = (cost(neighbour), trial, neighbour)
+        if best_neighbour[2] is not plan:
+            _, choice, plan = best_neighbour
+            improved = True
     return plan
 
 
@@ -139,19 +145,28 @@ def _candidates(extent: int, step: int) -> list[int]:
 
 
 def estimate_cycles(plan: TilePlan, macs: int, cores: int) -> float:
-    """Compute (spread over the cores a tile keeps busy) + per-tile overhead + the DMA time compute does
-    not hide (double buffering overlaps a tile's transfers with the previous tile's compute)."""
+    """Compute (spread over the cores, with the imbalance of a tile's work items) + per-tile overhead + the
+    DMA time compute does not hide (double buffering overlaps a tile's transfers with the previous tile's
+    compute, so the first tile's loads are always exposed)."""
     tiles = plan.tiles
-    out_elements = sum(math.prod(plan.max_box(o)) for o in plan.operands if o.mode != IN)
-    busy = max(1.0, min(cores, out_elements / WORK_PER_CORE_GRANULE))
+    out_boxes = [plan.max_box(o) for o in plan.operands if o.mode != IN]
+    out_elements = sum(math.prod(box) for box in out_boxes)
+    items = max((_work_items(plan, box) for box in out_boxes), default=1)
+    balance = items / (math.ceil(items / cores) * cores)
     work = macs / MAC_PER_CYCLE_PER_CORE if macs else out_elements * tiles * ELEMENT_CYCLES
-    compute = work / busy
+    compute = work / (cores * balance)
     loaded, stored, transfers = dma_totals(plan)
     dma = transfers * DMA_SETUP_CYCLES + (loaded + stored) / DMA_BYTES_PER_CYCLE
-    partials = sum(math.prod(plan.max_box(o)) for o in plan.operands if o.mode == OUT) * tiles * 2 / busy \
-        if plan.reduces() else 0.0
+    partials = out_elements * tiles * 2 / (cores * balance) if plan.reduces() else 0.0
     first_load = dma / tiles
     return compute + partials + tiles * TILE_OVERHEAD_CYCLES + max(0.0, dma - compute) + first_load
+
+
+def _work_items(plan: TilePlan, box: tuple[int, ...]) -> int:
+    """What a kernel splits over the cores: (image, 4-channel block, row) for window ops, elements else."""
+    if plan.family in WINDOW_FAMILIES:
+        return box[0] * math.ceil(box[1] / 4) * box[2]
+    return max(1, math.prod(box) // WORK_PER_CORE_GRANULE)
 
 
 def dma_totals(plan: TilePlan) -> tuple[int, int, int]:

@@ -111,8 +111,38 @@ static rt_dma_id_t load(const rt_tile_loop_t *loop, void *const *l2, unsigned ch
     return transfer(1, (char *)l2[i], (char *)l1 + slot, op->dims, &box, &box);
 }
 
-void rt_tile_loop(const rt_tile_loop_t *loop, void *const *l2, unsigned char *l1)
+#define RT_TILE_MAX_COLUMNS 8
+
+/* The descriptor lives with the program's constants in L2; the loop works from a copy on the stack (L1
+ * on a PULP cluster), so its bookkeeping does not pay L2 latency on every tile. */
+typedef struct {
+    rt_tile_loop_t loop;
+    rt_tile_axis_t axes[RT_TILE_MAX_AXES];
+    rt_tile_operand_t operands[RT_TILE_MAX_OPERANDS];
+    int rows[RT_TILE_MAX_AXES][RT_TILE_MAX_COLUMNS];  /* the current tile's entries */
+} local_loop_t;
+
+static void copy_entries(local_loop_t *local, const int *index, const int **e)
 {
+    for (int a = 0; a < local->loop.num_axes; ++a) {
+        const int *row = local->axes[a].entries + index[a] * local->axes[a].columns;
+        for (int c = 0; c < local->axes[a].columns; ++c)
+            local->rows[a][c] = row[c];
+        e[a] = local->rows[a];
+    }
+}
+
+void rt_tile_loop(const rt_tile_loop_t *shared, void *const *l2, unsigned char *l1)
+{
+    local_loop_t local;
+    local.loop = *shared;
+    for (int a = 0; a < shared->num_axes; ++a)
+        local.axes[a] = shared->axes[a];
+    for (int i = 0; i < shared->num_operands; ++i)
+        local.operands[i] = shared->operands[i];
+    local.loop.axes = local.axes;
+    local.loop.operands = local.operands;
+    const rt_tile_loop_t *loop = &local.loop;
     int tiles = 1;
     for (int a = 0; a < loop->num_axes; ++a)
         tiles *= loop->axes[a].count;
@@ -127,7 +157,7 @@ void rt_tile_loop(const rt_tile_loop_t *loop, void *const *l2, unsigned char *l1
         version[i] = loop->operands[i].mode == RT_TILE_OUT ? -1 : 0;
         stored[i][0] = stored[i][1] = 0;
     }
-    entries(loop, index, e);
+    copy_entries(&local, index, e);
     if (core == 0) {
         for (int i = 0; i < loop->num_operands; ++i)
             if (loop->operands[i].mode != RT_TILE_OUT)
@@ -213,7 +243,7 @@ void rt_tile_loop(const rt_tile_loop_t *loop, void *const *l2, unsigned char *l1
             }
         }
         tile_index(loop, t + 1 < tiles ? t + 1 : t, index);
-        entries(loop, index, e);
+        copy_entries(&local, index, e);
     }
     if (core == 0)
         rt_dma_wait_all();
