@@ -63,6 +63,8 @@ TRAP_LINE = re.compile(
 )
 # "/usr/lib/gcc/.../bin/ld: region `L1' overflowed" -> "ld: region `L1' overflowed"
 TOOL_PATH_PREFIX = re.compile(r"^/\S*/(ld|as|collect2|cc1):")
+L2_OVERFLOW = re.compile(r"region `L2' overflowed by (?P<bytes>\d+) bytes")
+LINKER_L2_BYTES = re.compile(r"\bl2_bytes=(?P<bytes>\d+)")  # the generated linker script's header names it
 STACK_LINE = re.compile(r"STACK OVERFLOW hart=(?P<hart>\d+) RT_STACK_BYTES=(?P<bytes>\d+)")
 ERROR_LINE = re.compile(r"\berror\b|overflowed|undefined reference|cannot find|No rule to make", re.IGNORECASE)
 
@@ -327,13 +329,27 @@ def build(project_dir: Path, target: str = "all", cache: bool = True) -> Path:
         if cached.is_file():
             (project_dir / obj).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(cached, project_dir / obj)
-    _run_tool(["make", "-C", str(project_dir), f"-j{os.cpu_count() or 1}", target])
+    try:
+        _run_tool(["make", "-C", str(project_dir), f"-j{os.cpu_count() or 1}", target])
+    except BuildError as exc:
+        raise BuildError(_name_the_l2_budget(exc.first_error, project_dir / "link.ld"), exc.log) from None
     for obj, key in planned.items():
         _store_atomic(project_dir / obj, cache_dir / f"{key}.o")
     elves = sorted(project_dir.rglob("*.elf"), key=lambda path: path.stat().st_mtime, reverse=True)
     if not elves:
         raise BuildError(f"make {target} in {project_dir} produced no .elf file", "")
     return elves[0]
+
+
+def _name_the_l2_budget(message: str, linker_script: Path) -> str:
+    """ld's "region `L2' overflowed by N bytes" as a line that names the L2 budget the script was made for."""
+    overflow = L2_OVERFLOW.search(message)
+    budget = LINKER_L2_BYTES.search(linker_script.read_text()) if overflow and linker_script.is_file() else None
+    if overflow is None or budget is None:
+        return message
+    l2_bytes, extra = int(budget["bytes"]), int(overflow["bytes"])
+    return (f"L2 overflow: code, data, stacks and the L2 arena need {l2_bytes + extra} bytes, {extra} more than "
+            f"the L2 budget of {l2_bytes} bytes (--l2 or the platform's L2)")
 
 
 _COMPILE_LINE = re.compile(r"\s-c\s+-o\s+(?P<obj>\S+\.o)\s+(?P<src>(?:kernels|runtime)/\S+\.[cS])\s*$")
