@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ import onnx
 
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.frontend.onnx_load import shown
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.types import Phase
@@ -57,73 +57,43 @@ class EvalData:
 
 
 def load_eval_data(graph: Graph, data: Path) -> EvalData:
+    """Every row of `data` in batches of the graph's batch size; the arrays are checked as for training."""
+    from tinyodl.driver.data import _check_input, _check_target, _read_npz
+
     output, target = loss_operands(graph)
     inputs = [value for value in graph.inputs if value is not target]
-    arrays = _read_arrays(data)
+    where = shown(str(data))
+    arrays = _read_npz(Path(data), where)
     wanted = [(value, value.origin or value.name) for value in inputs] + [(target, "target")]
-    rows = None
+    checked: dict[str, np.ndarray] = {}
     for value, key in wanted:
         if key not in arrays:
-            raise UserError(f"{data}: no array '{key}' (the model's inputs are "
+            raise UserError(f"{where}: no array '{key}' (the model's inputs are "
                             f"{', '.join(v.origin or v.name for v in inputs)}, plus 'target')")
         array = arrays[key]
         if array.ndim == 0 or array.shape[1:] != value.shape[1:]:
-            raise UserError(f"{data}: '{key}' has sample shape {list(array.shape[1:])}, the model needs "
+            raise UserError(f"{where}: '{key}' has sample shape {list(array.shape[1:])}, the model needs "
                             f"{list(value.shape[1:])}")
-        if rows is not None and array.shape[0] != rows:
-            raise UserError(f"{data}: '{key}' has {array.shape[0]} rows, the other arrays {rows}")
-        rows = array.shape[0]
-    assert rows is not None
-    if rows == 0:
-        raise UserError(f"{data}: the arrays hold no samples")
-    for _, key in wanted[:-1]:
-        _check_floats(data, key, arrays[key])
-    targets = _checked_targets(data, arrays["target"], target, output.shape[1] if len(output.shape) > 1 else 0)
-    batch = inputs[0].shape[0] if inputs else target.shape[0]
+        rows = {len(other) for other in checked.values()}
+        if rows and len(array) not in rows:
+            raise UserError(f"{where}: '{key}' has {len(array)} rows, the other arrays {rows.pop()}")
+        array = _check_target(where, array, graph, target) if value is target else _check_input(where, key, array)
+        checked[value.name] = array.astype(value.dtype.numpy)
+    samples = len(checked[target.name])
+    if samples == 0:
+        raise UserError(f"{where}: the arrays hold no samples")
+    batch = target.shape[0]
     feeds = []
-    for start in range(0, rows, batch):
+    for start in range(0, samples, batch):
         feed = {}
-        for value, key in wanted:
-            chunk = (targets if value is target else arrays[key])[start:start + batch]
+        for value, _ in wanted:
+            chunk = checked[value.name][start:start + batch]
             padded = np.zeros(value.shape, value.dtype.numpy)
             padded[:len(chunk)] = chunk
             feed[value.name] = padded
         feeds.append(feed)
-    return EvalData(feeds, targets, rows)
-
-
-def _read_arrays(data: Path) -> dict[str, np.ndarray]:
-    if not Path(data).is_file():
-        raise UserError(f"{data}: no such data file")
-    try:
-        archive = np.load(data, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise UserError(f"{data}: a single array; expected an .npz with one array per model input plus "
-                            "'target'")
-        with archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{data}: not a readable .npz file ({exc})") from None
-
-
-def _check_floats(data: Path, key: str, array: np.ndarray) -> None:
-    if not np.issubdtype(array.dtype, np.floating):
-        raise UserError(f"{data}: '{key}' holds {array.dtype}, the model's input is float32 (convert it with "
-                        f"{key}.astype(numpy.float32) before saving)")
-    with np.errstate(over="ignore"):
-        if not np.all(np.isfinite(array.astype(np.float32))):
-            raise UserError(f"{data}: '{key}' holds NaN or infinite values (or values beyond float32's range)")
-
-
-def _checked_targets(data: Path, array: np.ndarray, target: Value, classes: int) -> np.ndarray:
-    if target.dtype.is_float:
-        _check_floats(data, "target", array)
-        return array.astype(np.float64)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise UserError(f"{data}: 'target' must hold integer class labels for cross-entropy, got {array.dtype}")
-    if array.min() < 0 or array.max() >= classes:
-        raise UserError(f"{data}: 'target' labels must lie in [0, {classes}), found {array.min()}..{array.max()}")
-    return array.astype(np.int64)
+    targets = checked[target.name].astype(np.float64 if target.dtype.is_float else np.int64)
+    return EvalData(feeds, targets, samples)
 
 
 # -- metrics ----------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_metrics_of_known_logits() -> None:
     assert evaluation.predictions.tolist() == [0, 1, 2, 0]
     assert evaluation.per_class[1] == {"class": 1, "support": 2, "correct": 1, "recall": 0.5, "precision": 1.0}
     assert evaluation.per_class[2]["precision"] == 0.0
-    expected = np.mean([-np.log(np.exp(row[label]) / np.exp(row).sum()) for row, label in zip(logits, labels)])
+    expected = np.mean([-np.log(np.exp(row[label]) / np.exp(row).sum()) for row, label in zip(logits, labels, strict=True)])
     assert evaluation.loss == pytest.approx(expected, rel=1e-12)
     summary = evaluation.to_json()
     assert set(summary) == {"loss", "samples", "accuracy", "confusion", "per_class"}
@@ -128,8 +128,8 @@ def test_compare_outputs_catches_a_wrong_value() -> None:
     ({"target": np.array([0.0, 1.0, 2.0])}, "integer class labels"),
     ({"target": np.array([0, 1])}, "'target' has 2 rows, the other arrays 3"),
     ({"input": np.zeros((3, 7), np.float32)}, "sample shape [7]"),
-    ({"input": np.zeros((3, 64), np.int64)}, "astype(numpy.float32)"),
-    ({"input": np.full((3, 64), np.inf, np.float32)}, "NaN or infinite"),
+    ({"input": np.zeros((3, 64), np.int64)}, "astype(np.float32)"),
+    ({"input": np.full((3, 64), np.inf, np.float32)}, "NaN or infinity"),
     ({"input": np.full((3, 64), 1e300)}, "beyond float32's range"),
     ({"target": np.int64(3)}, "sample shape"),
 ])
@@ -146,7 +146,7 @@ def test_unreadable_data_files(tmp_path: Path) -> None:
     np.save(tmp_path / "plain.npy", np.zeros(3))
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     np.savez(tmp_path / "empty.npz", input=np.zeros((0, 64), np.float32), target=np.zeros(0, np.int64))
-    for name, message in (("plain.npy", "a single array"), ("junk.npz", "not a readable .npz"),
+    for name, message in (("plain.npy", "a plain .npy array"), ("junk.npz", "not a readable .npz"),
                           ("missing.npz", "no such data file"), ("empty.npz", "no samples")):
         with pytest.raises(UserError, match=message):
             load_eval_data(graph, tmp_path / name)
