@@ -7,12 +7,28 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tinyodl.driver.options import DTYPES, LAYOUTS, LOSSES, OPTIMIZERS, Options, UserError
 from tinyodl.ir.target import TARGETS
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already speaks of it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.nargs == 0  # flags: absent means off
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -34,28 +50,32 @@ def _betas(text: str) -> tuple[float, float]:
 
 
 def _training_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = argparse.ArgumentParser(add_help=False, formatter_class=_HelpFormatter)
+    budgets = ", ".join(f"{t.name} {t.cores} cores, L1 {t.l1_bytes // 1024} KiB, L2 {t.l2_bytes // 1024} KiB"
+                        for t in TARGETS.values())
     group = parent.add_argument_group("training options")
-    group.add_argument("--loss", choices=LOSSES, default="cross_entropy")
-    group.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    group.add_argument("--lr", type=float, default=0.01)
-    group.add_argument("--momentum", type=float, default=0.0)
-    group.add_argument("--weight-decay", type=float, default=0.0)
-    group.add_argument("--nesterov", action="store_true")
-    group.add_argument("--betas", type=_betas, default=(0.9, 0.999), metavar="B1,B2")
-    group.add_argument("--eps", type=float, default=1e-8)
+    group.add_argument("--loss", choices=LOSSES, default="cross_entropy",
+                       help="cross_entropy (softmax included; integer labels) or mse")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="the update rule")
+    group.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    group.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    group.add_argument("--weight-decay", type=float, default=0.0,
+                       help="L2 penalty (sgd, adam) or decoupled decay (adamw)")
+    group.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
+    group.add_argument("--betas", type=_betas, default="0.9,0.999", metavar="B1,B2", help="Adam's betas")
+    group.add_argument("--eps", type=float, default=1e-8, help="Adam's epsilon")
     group.add_argument("--batch", type=int, default=None, help="batch size (default: the model's)")
     group.add_argument("--train", default="all",
                        help="what learns: all, none, last:N (last N parametrised layers), bias, or a comma list "
                             "of initializer names")
-    group.add_argument("--dtype", choices=DTYPES, default="fp32")
-    group.add_argument("--layout", choices=LAYOUTS, default="chw")
+    group.add_argument("--dtype", choices=DTYPES, default="fp32", help="arithmetic precision")
+    group.add_argument("--layout", choices=LAYOUTS, default="chw", help="activation layout")
     group.add_argument("--fold-bn", action="store_true", help="fold batch norm into the preceding conv")
     group.add_argument("--platform", choices=sorted(TARGETS), default="pulp8",
-                       help="the cluster to compile for (cores, L1, L2, ISA, memory timing)")
+                       help=f"the cluster to compile for (cores, L1, L2, ISA, memory timing): {budgets}")
     group.add_argument("--cores", type=int, default=None, help="compute cores (default: the platform's)")
     group.add_argument("--l1", type=_size, default=None, metavar="BYTES",
-                       help="L1 scratchpad bytes, suffix k or M allowed (default: the platform's)")
+                       help="L1 scratchpad bytes, suffix k or M allowed; 0 = no tiling (default: the platform's)")
     group.add_argument("--l2", type=_size, default=None, metavar="BYTES",
                        help="L2 bytes, suffix k or M allowed (default: the platform's)")
     group.add_argument("--no-tiling", dest="tiling", action="store_false",
@@ -72,6 +92,15 @@ def _options(args: argparse.Namespace) -> Options:
         platform=args.platform, cores=args.cores, l1_bytes=args.l1, l2_bytes=args.l2, tiling=args.tiling)
 
 
+def _data_order_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=None, metavar="N",
+                        help="run N passes over the data file instead of --steps: N x floor(rows / batch) steps; "
+                             "the last partial batch of each epoch is dropped (default: --steps steps, taking as "
+                             "many passes over the file as they need)")
+    parser.add_argument("--shuffle", type=int, default=None, metavar="SEED",
+                        help="a new order of the rows for every epoch, drawn from SEED (default: file order)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tinyodl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -79,29 +108,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     ir = sub.add_parser("ir", parents=[parent], help="print the training graph after the pipeline or any pass")
     ir.add_argument("model", type=Path)
-    ir.add_argument("--print-after-all", action="store_true")
-    ir.add_argument("--print-after", action="append", default=[], metavar="PASS")
+    ir.add_argument("--print-after-all", action="store_true", help="print the graph after import and every pass")
+    ir.add_argument("--print-after", action="append", default=[], metavar="PASS",
+                    help="print the graph after this pass (repeatable)")
     ir.add_argument("--pipeline", default=None, help='a pipeline string, e.g. "canonicalize,training{lr=0.1}"')
-    ir.add_argument("--time-passes", action="store_true")
+    ir.add_argument("--time-passes", action="store_true", help="print each pass's run time")
     ir.add_argument("--format", choices=["text", "dot", "onnx"], default="text",
                     help="text: the IR; dot: a Graphviz drawing; onnx: the training graph as ONNX for Netron "
                          "(backward and optimizer ops in the 'tinyodl' domain; needs -o)")
-    ir.add_argument("-o", "--output", type=Path, default=None)
+    ir.add_argument("-o", "--output", type=Path, default=None, help="write here (default: stdout)")
 
     simulate = sub.add_parser("simulate", parents=[parent], help="run training steps and check them")
     simulate.add_argument("model", type=Path)
     simulate.add_argument("--target", choices=["qemu", "reference"], default="qemu",
                           help="qemu: build and run on the simulated cluster, checked against the reference; "
                                "reference: the numpy reference only")
+    simulate.add_argument("--plot", type=Path, default=None, metavar="DIR",
+                          help="draw loss.png (runs of several steps) and memory.png (the L2 plan) into DIR; needs "
+                               "pip install tinyodl[plot]")
     simulate.add_argument("--data", type=Path, default=None,
                           help=".npz with one array per model input plus 'target'; row s*B+i is sample i of step s "
                                "(default: a deterministic random batch)")
-    simulate.add_argument("--steps", type=int, default=1, help="training steps to run (default 1)")
+    simulate.add_argument("--steps", type=int, default=1, help="training steps to run")
+    _data_order_options(simulate)
     simulate.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     simulate.add_argument("--save-params", type=Path, default=None,
-                          help="write the trained parameters (.npz, by initializer name)")
+                          help="write every parameter after training (.npz of float32, by initializer name)")
+    simulate.add_argument("--save-state", type=Path, default=None, metavar="S.npz",
+                          help="write every parameter and the optimizer state (momentum, Adam moments and step) "
+                               "at the run's precision, to resume with --init-params S.npz")
+    simulate.add_argument("--save-onnx", type=Path, default=None, metavar="OUT.onnx",
+                          help="write the input model with the trained parameters as its initializers")
+    simulate.add_argument("--init-params", type=Path, default=None, metavar="P.npz|P.onnx",
+                          help="start from saved parameters (by initializer name; missing ones keep the model's "
+                               "values) and, from a --save-state file, the optimizer state")
+    simulate.add_argument("--eval", type=Path, default=None, metavar="TEST.npz",
+                          help="evaluate on this data before and after training (on the reference, with the "
+                               "parameters the run produced)")
     simulate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
-    simulate.add_argument("--quiet", action="store_true", help="no progress messages")
+    simulate.add_argument("--quiet", action="store_true",
+                          help="no progress (phases; steps, loss and ETA while the run goes on) on stderr")
     simulate.add_argument("--build-dir", type=Path, default=None, help="keep the generated project here")
 
     evaluate = sub.add_parser("eval", parents=[parent], help="forward only: loss, accuracy, confusion matrix")
@@ -124,21 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = sub.add_parser("compile", parents=[parent], help="emit a self-contained C project")
     compile_.add_argument("model", type=Path)
-    compile_.add_argument("-o", "--output", type=Path, required=True)
-    compile_.add_argument("--data", type=Path, default=None, help="the batch to embed (default: random)")
-    compile_.add_argument("--steps", type=int, default=1)
+    compile_.add_argument("-o", "--output", type=Path, required=True, help="the project directory")
+    compile_.add_argument("--data", type=Path, default=None, help="the data to embed (default: a random batch)")
+    compile_.add_argument("--steps", type=int, default=1, help="training steps the program runs")
+    _data_order_options(compile_)
 
     bench = sub.add_parser("bench", parents=[parent], help="per-layer speed-up and MAC/instruction in QEMU")
     bench.add_argument("model", type=Path)
-    bench.add_argument("--baseline-cores", type=int, default=1)
-    bench.add_argument("--data", type=Path, default=None)
-    bench.add_argument("--steps", type=int, default=1)
-    bench.add_argument("--timeout", type=float, default=900.0)
-    bench.add_argument("--report", type=Path, default=None)
+    bench.add_argument("--baseline-cores", type=int, default=1, help="the core count speed-ups are relative to")
+    bench.add_argument("--data", type=Path, default=None, help="as for simulate (default: a random batch)")
+    bench.add_argument("--steps", type=int, default=1, help="training steps per run")
+    bench.add_argument("--timeout", type=float, default=900.0, help="host timeout of each run, seconds")
+    bench.add_argument("--report", type=Path, default=None, help="write both runs' reports and the comparison here")
     bench.add_argument("--json", action="store_true", help="also print the totals as one JSON line")
 
     doctor = sub.add_parser("doctor", help="check the RISC-V toolchain, QEMU and the plugin")
-    doctor.add_argument("--debug", action="store_true")
+    doctor.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 

@@ -6,12 +6,15 @@ import argparse
 import io
 import json
 import sys
+from dataclasses import asdict
 
-from tinyodl.driver.data import load_batches
+from tinyodl.driver.evaluate import print_before_after
 from tinyodl.driver.files import check_writable, save_params, save_report, write_atomic
+from tinyodl.driver.onnx_io import check_onnx_export, save_onnx, save_state
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
-from tinyodl.driver.reference import run_reference
+from tinyodl.driver.plots import check_plotting, write_plots
+from tinyodl.driver.report import print_summary
 from tinyodl.ir.dot import to_dot
 from tinyodl.ir.text import print_graph
 
@@ -74,35 +77,49 @@ def _progress_line(message: str) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace, options: Options) -> int:
-    if args.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {args.steps}")
-    if not args.timeout > 0:  # NaN fails this too
-        raise UserError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    check_writable(args.report, args.save_params)
-    graph = build_training_graph(args.model, options)
-    batches = load_batches(graph, args.data, args.steps)
-    if args.target == "reference":
-        reference = run_reference(graph, batches)
-        for step, loss in enumerate(reference.losses):
-            print(f"step {step}: loss {loss:.6f}")
-        report = {"model": graph.name, "target": "reference", "dtype": options.dtype, "cores": 1,
-                  "steps": [{"loss": loss} for loss in reference.losses],
-                  "check": {"ok": True, "worst": None}}
-        if args.report is not None:
-            save_report(args.report, report)
-        if args.save_params is not None:
-            save_params(args.save_params, reference.params)
-        return 0
-    from tinyodl.driver.qemu import simulate_qemu
-    return simulate_qemu(args, options, graph, batches)
+    from tinyodl import api
+    from tinyodl.driver.qemu import SimulationFailed
+
+    check_writable(args.report, args.save_params, args.save_state, args.save_onnx)
+    if args.save_onnx is not None:
+        check_onnx_export(options.fold_bn)
+    if args.plot is not None:
+        check_plotting(args.plot)
+    try:
+        result = api.simulate(args.model, data=args.data, steps=args.steps, epochs=args.epochs, shuffle=args.shuffle,
+                              target=args.target, timeout=args.timeout, init_params=args.init_params,
+                              eval_data=args.eval, build_dir=args.build_dir, progress=not args.quiet,
+                              **asdict(options))
+    except SimulationFailed as exc:
+        print(f"tinyodl: {exc}", file=sys.stderr)
+        return 1
+    print_summary(result.report)
+    if "eval" in result.report:
+        print_before_after(result.report["eval"])
+    if args.report is not None:
+        save_report(args.report, result.report)
+    if args.save_params is not None:
+        save_params(args.save_params, result.params)
+    if args.save_state is not None:
+        save_state(args.save_state, result.params, result.state)
+    if args.save_onnx is not None:
+        save_onnx(args.model, args.save_onnx, result.params)
+    if args.plot is not None:
+        for path in write_plots(result.report, args.plot):
+            print(f"wrote {path}")
+    if not result.ok:
+        worst = result.check["worst"]
+        print(f"tinyodl: check failed: worst tensor {worst['tensor']} (relative error {worst['rel_err']:.3g}, "
+              f"{worst.get('tolerance_ratio', float('inf')):.3g}x the tolerance)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_compile(args: argparse.Namespace, options: Options) -> int:
-    from tinyodl.backend_c.project import write_project
+    from tinyodl import api
 
-    graph = build_training_graph(args.model, options)
-    batches = load_batches(graph, args.data, args.steps)
-    write_project(graph, batches, options, args.output)
+    api.compile(args.model, args.output, data=args.data, steps=args.steps, epochs=args.epochs, shuffle=args.shuffle,
+                **asdict(options))
     print(f"wrote {args.output} (make && make run)")
     return 0
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +13,12 @@ import numpy as np
 
 from tinyodl.driver.check import SimOutput, StepState
 from tinyodl.driver.data import Batches
-from tinyodl.driver.files import save_params, save_report
 from tinyodl.driver.options import Options, UserError
+from tinyodl.driver.progress import Progress
 from tinyodl.driver.reference import ReferenceRun, run_reference
-from tinyodl.driver.report import build_report, print_summary
+from tinyodl.driver.report import build_report
 from tinyodl.driver.stepcheck import check_steps
+from tinyodl.driver.timing import add_dma_timing
 from tinyodl.ir.graph import Graph
 
 
@@ -37,7 +36,7 @@ def parse_output(stdout: str, param_names: list[str], state_names: Sequence[str]
         if len(parts) == 4 and parts[0] == "DMA":
             dma = (int(parts[1]), int(parts[2]), int(parts[3]))
         elif len(parts) == 3 and parts[0] == "LOSS":
-            losses[int(parts[1])] = float(np.frombuffer(bytes.fromhex(parts[2])[::-1], np.float32)[0])
+            losses[int(parts[1])] = _float_bits(parts[2])
         elif len(parts) == 2 and parts[0] == "STATE":
             current = states[int(parts[1])] = StepState()
         elif len(parts) == 3 and parts[0] in ("PARAM", "GRAD", "P", "G", "S"):
@@ -54,6 +53,21 @@ def parse_output(stdout: str, param_names: list[str], state_names: Sequence[str]
     return SimOutput([losses[i] for i in sorted(losses)], blocks["PARAM"], blocks["GRAD"], dma, states)
 
 
+def _float_bits(text: str) -> float:
+    """A float32 printed as the 8 hex digits of its bits."""
+    return float(np.frombuffer(bytes.fromhex(text)[::-1], np.float32)[0])
+
+
+def _show_loss(line: str, progress: Progress) -> None:
+    """A LOSS line as the guest prints it, shown as progress while QEMU still runs."""
+    parts = line.split()
+    if len(parts) == 3 and parts[0] == "LOSS" and len(parts[2]) == 8:
+        try:
+            progress.step(int(parts[1]), _float_bits(parts[2]))
+        except ValueError:
+            return  # a garbled line: parse_output reports the malformed output once QEMU is done
+
+
 def _words(tag: str, numel: int, lines: Iterator[str]) -> np.ndarray:
     words: list[str] = []
     for body in lines:
@@ -65,11 +79,6 @@ def _words(tag: str, numel: int, lines: Iterator[str]) -> np.ndarray:
     return np.array([int(w, 16) for w in words], dtype=np.uint32)
 
 
-def _progress(args: argparse.Namespace, message: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(f"[tinyodl] {message}", file=sys.stderr, flush=True)
-
-
 @dataclass
 class QemuRun:
     report: dict[str, Any]
@@ -78,31 +87,36 @@ class QemuRun:
 
 
 def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: float,
-                build_dir: Path | None = None, progress: Callable[[str], None] = lambda message: None) -> QemuRun:
+                build_dir: Path | None = None, progress: Progress | None = None) -> QemuRun:
     """Reference, compile, build, run with instruction counting, compare; raises UserError on failure."""
     from tinyodl.backend_c.project import write_project
     from tinyodl.runtime import host
 
+    progress = progress or Progress(quiet=True)
     try:
         toolchain = host.find_toolchain(need_plugin=True)
     except host.ToolchainError as exc:
         raise UserError(str(exc)) from None
-    progress(f"reference: {len(batches.steps)} step(s) in float64")
-    reference = run_reference(graph, batches)
+    progress.message(f"reference: {len(batches.steps)} step(s) in float64")
+    progress.start_steps("reference", len(batches.steps))
+    reference = run_reference(graph, batches, on_step=progress.step)
     work = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="tinyodl-sim-"))
     try:
         project = work / "project" if build_dir is None else work
-        progress(f"compiling the C project into {project}")
+        progress.message(f"compiling the C project into {project}")
         program = write_project(graph, batches, options, project)
-        progress("building with riscv64-unknown-elf-gcc")
+        progress.message("building with riscv64-unknown-elf-gcc")
         try:
             elf = host.build(project)
         except host.BuildError as exc:
             raise UserError(f"build failed: {exc}") from None
         memory = host.memory_usage(elf, toolchain)
         cores = options.target().cores
-        progress(f"running {len(batches.steps)} step(s) in QEMU on {cores} harts")
-        result = host.run_qemu(elf, cores, timeout, count=True, toolchain=toolchain, target=options.target())
+        progress.message(f"running {len(batches.steps)} step(s) in QEMU on {cores} harts")
+        progress.start_steps("qemu", len(batches.steps))
+        result = host.run_qemu(elf, cores, timeout, count=True, toolchain=toolchain, target=options.target(),
+                               on_line=lambda line: _show_loss(line, progress))
+        progress.finish()
         if not result.ok:
             raise SimulationFailed(f"simulation failed: {result.failure}")
         try:
@@ -110,9 +124,10 @@ def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: fl
                                      [b.value_name for b in program.buffers if b.kind == "state"])
         except (ValueError, IndexError, KeyError) as exc:
             raise SimulationFailed(f"the program's output is malformed: {exc}") from None
-        progress(f"checking {len(simulated.states)} printed states step-locally against the reference")
+        progress.message(f"checking {len(simulated.states)} printed states step-locally against the reference")
         check = check_steps(graph, batches.steps, simulated)
         report = build_report(graph, options, program, result, simulated, check, memory)
+        add_dma_timing(report, graph, options.target())
         return QemuRun(report, simulated, reference)
     finally:
         if build_dir is None:
@@ -121,26 +136,3 @@ def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: fl
 
 class SimulationFailed(Exception):
     """The simulated program trapped, timed out or misbehaved (exit code 1, not a user error)."""
-
-
-def simulate_qemu(args: argparse.Namespace, options: Options, graph: Graph, batches: Batches) -> int:
-    try:
-        run = run_on_qemu(graph, batches, options, timeout=args.timeout, build_dir=args.build_dir,
-                          progress=lambda message: _progress(args, message))
-    except SimulationFailed as exc:
-        print(f"tinyodl: {exc}", file=sys.stderr)
-        return 1
-    report = run.report
-    print_summary(report)
-    if args.report is not None:
-        save_report(args.report, report)
-    if args.save_params is not None:
-        shapes = {name: np.shape(array) for name, array in run.reference.params.items()}  # the program prints flat
-        save_params(args.save_params, {name: flat.reshape(shapes[name]) for name, flat in run.simulated.params.items()})
-    check = report["check"]
-    if not check["ok"]:
-        worst = check["worst"]
-        print(f"tinyodl: check failed: worst tensor {worst['tensor']} (relative error {worst['rel_err']:.3g}, "
-              f"{worst.get('tolerance_ratio', float('inf')):.3g}x the tolerance)", file=sys.stderr)
-        return 1
-    return 0
