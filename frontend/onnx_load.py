@@ -259,8 +259,10 @@ def _require_static_inputs(model: onnx.ModelProto) -> None:
         for axis, dim in enumerate(tensor_type.shape.dim):
             if not dim.HasField("dim_value"):
                 label = dim.dim_param or "?"
+                fix = ("give the batch size with --batch B (batch=B in the Python API)" if axis == 0
+                       else "export the model with fixed sizes")
                 raise FrontendError(f"input '{vi.name}' has a dynamic dimension '{label}' (axis {axis}); "
-                                    "tinyodl needs static shapes")
+                                    f"tinyodl needs static shapes: {fix}")
             if dim.dim_value < 1:
                 raise FrontendError(f"input '{vi.name}' has an empty dimension (axis {axis} is "
                                     f"{dim.dim_value}); tinyodl needs sizes >= 1")

@@ -515,14 +515,14 @@ def test_unsupported_operator(op_type: str) -> None:
 
 def test_dynamic_batch_dimension() -> None:
     model = single_op("Relu", ("N", 3))
-    assert import_error(model) == ("input 'x' has a dynamic dimension 'N' (axis 0); "
-                                   "tinyodl needs static shapes")
+    assert import_error(model) == ("input 'x' has a dynamic dimension 'N' (axis 0); tinyodl needs static "
+                                   "shapes: give the batch size with --batch B (batch=B in the Python API)")
 
 
 def test_dynamic_inner_dimension_not_fixed_by_batch() -> None:
     model = single_op("Relu", (1, 3, "H"))
-    assert import_error(model, batch=2) == ("input 'x' has a dynamic dimension 'H' (axis 2); "
-                                            "tinyodl needs static shapes")
+    assert import_error(model, batch=2) == ("input 'x' has a dynamic dimension 'H' (axis 2); tinyodl needs "
+                                            "static shapes: export the model with fixed sizes")
 
 
 def test_custom_domain_operator() -> None:
