@@ -11,20 +11,29 @@ from typing import Any
 import numpy as np
 
 from tinyodl.driver.options import UserError
+from tinyodl.frontend.onnx_load import shown
 
 
 def check_writable(*paths: Path | None) -> None:
     """Fail before any work when an output file cannot go where the user asked (so none is half-written)."""
     for path in (Path(p) for p in paths if p is not None):
-        if path.is_dir():
-            raise UserError(f"{path}: is a directory, expected a file name")
-        ancestor = path.parent
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        if not ancestor.is_dir():
-            raise UserError(f"{path}: {ancestor} is not a directory")
-        if not os.access(ancestor, os.W_OK):
-            raise UserError(f"{path}: cannot write into {ancestor}")
+        try:
+            _check_writable(path)
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise UserError(f"{shown(str(path))}: cannot write ({exc.strerror or exc})") from None
+
+
+def _check_writable(path: Path) -> None:
+    where = shown(str(path))
+    if path.is_dir():
+        raise UserError(f"{where}: is a directory, expected a file name")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{where}: {shown(str(ancestor))} is not a directory")
+    if not os.access(ancestor, os.W_OK):
+        raise UserError(f"{where}: cannot write into {shown(str(ancestor))}")
 
 
 def write_atomic(path: Path, write: Any) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinyodl.driver.data import Batches
+from tinyodl.driver.options import UserError
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.types import Phase
@@ -34,8 +35,12 @@ def run_reference(graph: Graph, batches: Batches,
     losses = []
     env: dict[str, np.ndarray] = {}
     for step, feed in enumerate(batches.steps):
-        env = executor.run(feed)
+        with np.errstate(all="ignore"):  # a diverging run is reported below, once, not as numpy warnings
+            env = executor.run(feed)
         losses.append(float(env[loss_value.name]))
+        if not np.isfinite(losses[-1]):
+            raise UserError(f"training diverged: the reference loss of step {step} is {losses[-1]} (try a "
+                            "smaller --lr)")
         if on_step is not None:
             on_step(step, losses[-1])
     params = {v.origin or v.name: executor.param(v.name) for v in trainable}

@@ -65,7 +65,14 @@ def layers(graph: Graph) -> list[tuple[Op, list[Value]]]:
 
 
 def select_trainable(graph: Graph, spec: str) -> list[Value]:
-    spec = spec.strip()
+    chosen = _select(graph, spec.strip())
+    if not chosen and spec.strip() != "none":
+        raise PassOptionError(f"--train {spec.strip()}: the model has nothing to train (no learnable parameter "
+                              "matches); use --train none to run the forward pass and the loss only")
+    return chosen
+
+
+def _select(graph: Graph, spec: str) -> list[Value]:
     candidates = layers(graph)
     learnable = list(dict.fromkeys(v for _, params in candidates for v in params))
     if spec == "all":
