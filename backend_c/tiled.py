@@ -130,7 +130,7 @@ def _flat(t: _Tile, op: Op, attrs: dict, ctx: EmitContext) -> str:  # type: igno
 
 def _channel(t: _Tile, op: Op, attrs: dict, ctx: EmitContext) -> str:  # type: ignore[type-arg]
     kernel = kernel_of(op.type, op.attrs)[0]
-    p = [t.p(o.name) for o in t.plan.operands]
+    p = [t.p(o.name) for o in t.plan.operands]  # inputs (tensors and per-channel vectors), then results
     dims = f"{t.e('n', 'nn')}, {t.e('c', 'cn')}, {t.e('p', 'pn')}"
     eps = f", {c_float(attrs['epsilon'])}" if "epsilon" in attrs else ""
     name = {"batchnorm": "batchnorm_fwd", "reduce_sum": "channel_sum"}.get(kernel, kernel)

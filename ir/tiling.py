@@ -194,6 +194,21 @@ def _window_band(o0: int, ot: int, size: int, kernel: int, stride: int, pad: int
     return (o0, ot, i0, i1 - i0, i0 - first, last - i1)
 
 
+def _bands(out_size: int, tile: int, size: int, kernel: int, stride: int, pad: int) -> list[tuple[int, ...]]:
+    """Bands of output rows (see _window_band). A band whose windows read only padding (pads larger than
+    the window) joins its neighbour, so that every band reads at least one row of the image."""
+    blocks = _blocks(out_size, tile)
+    merged: list[list[int]] = []
+    for o0, on in blocks:
+        band = _window_band(o0, on, size, kernel, stride, pad)
+        if merged and (band[3] <= 0 or merged[-1][2] <= 0):
+            merged[-1][1] += on
+            merged[-1][2] = _window_band(merged[-1][0], merged[-1][1], size, kernel, stride, pad)[3]
+        else:
+            merged.append([o0, on, band[3]])
+    return [_window_band(o0, on, size, kernel, stride, pad) for o0, on, _ in merged]
+
+
 def _grad_band(h0: int, ht: int, size: int, out_size: int, kernel: int, stride: int, pad: int) -> tuple[int, ...]:
     """Input-gradient rows [h0, h0+ht) of a window op, computed on a band with its halo.
 

@@ -23,12 +23,12 @@ from tinyodl.ir.tiling import (
     Slice,
     TilePlan,
     _axis,
+    _bands,
     _blocks,
     _e,
     _grad_band,
     _has,
     _v4,
-    _window_band,
 )
 from tinyodl.ir.types import TensorType
 
@@ -78,7 +78,7 @@ def _conv_fwd_build(kernel: str, ins: Sequence[TensorType], outs: Sequence[Tenso
     depthwise = attrs["group"] > 1
     axes = [_axis("n", n, sizes["n"], ("n0", "nn"), _blocks(n, sizes["n"])),
             _axis("oh", oh, sizes["oh"], ("o0", "on", "i0", "in", "pt", "pb"),
-                  [_window_band(o0, on, h, kh, sh, top) for o0, on in _blocks(oh, sizes["oh"])]),
+                  _bands(oh, sizes["oh"], h, kh, sh, top)),
             _channel_axis("k", k, sizes["k"], depthwise, k // attrs["group"])]
     if not depthwise:
         axes.append(_axis("c", c, sizes["c"], ("c0", "cn"), _blocks(c, sizes["c"]), reduction=True))
@@ -187,7 +187,7 @@ def _grad_weight_build(kernel: str, ins: Sequence[TensorType], outs: Sequence[Te
     r = len(axes)
     axes.append(_axis("n", n, sizes["n"], ("n0", "nn"), _blocks(n, sizes["n"]), reduction=True))
     axes.append(_axis("oh", oh, sizes["oh"], ("o0", "on", "i0", "in", "pt", "pb"),
-                      [_window_band(o0, on, h, kh, sh, top) for o0, on in _blocks(oh, sizes["oh"])], reduction=True))
+                      _bands(oh, sizes["oh"], h, kh, sh, top), reduction=True))
     n_, k_ = Slice(r, "n0", "nn"), Slice(0, "k0", "kn")
     c_ = Slice(0, "c0", "cn") if depthwise else Slice(1, "c0", "cn")
     operands = [
@@ -323,7 +323,8 @@ def _channel_build(kernel: str, ins: Sequence[TensorType], outs: Sequence[Tensor
     for index, t in enumerate(ins):
         per_channel = t.shape == (c,)
         view = (1, 1, 1, c) if per_channel else (1, n, c, p)
-        operands.append(OperandTiling(f"in{index}", IN, index, view, vector_box if per_channel else tensor_box))
+        operands.append(OperandTiling(f"vec{index}" if per_channel else f"in{index}", IN, index, view,
+                                      vector_box if per_channel else tensor_box))
     for index in range(len(outs)):  # per-channel sums, or a map of the whole tensor
         view = (1, 1, 1, c) if reduces else (1, n, c, p)
         operands.append(OperandTiling(f"out{index}", OUT, index, view, vector_box if reduces else tensor_box))
@@ -333,7 +334,7 @@ def _channel_build(kernel: str, ins: Sequence[TensorType], outs: Sequence[Tensor
 def _channel_run(plan: TilePlan, entries: Sequence[tuple[int, ...]], arrays: list[np.ndarray]) -> list[np.ndarray]:
     inputs = []
     for operand, array in zip([o for o in plan.operands if o.mode == IN], arrays, strict=True):
-        if operand.view[:3] == (1, 1, 1):
+        if operand.name.startswith("vec"):
             inputs.append(array.reshape(-1))
         else:
             inputs.append(array.reshape(array.shape[1], array.shape[2], array.shape[3], 1))
@@ -357,8 +358,7 @@ def _pool_build(kernel: str, ins: Sequence[TensorType], outs: Sequence[TensorTyp
     axes = [_axis("n", n, sizes["n"], ("n0", "nn"), _blocks(n, sizes["n"])),
             _axis("c", c, sizes["c"], ("c0", "cn"), _blocks(c, sizes["c"])),
             _axis("oh", oh, sizes["oh"], ("o0", "on", "i0", "in", "pt", "pb"),
-                  [_window_band(o0, on, h, kh, attrs["strides"][0], attrs["pads"][0])
-                   for o0, on in _blocks(oh, sizes["oh"])])]
+                  _bands(oh, sizes["oh"], h, kh, attrs["strides"][0], attrs["pads"][0]))]
     n_, c_ = Slice(0, "n0", "nn"), Slice(1, "c0", "cn")
     return axes, [OperandTiling("x", IN, 0, ins[0].shape, (n_, c_, Slice(2, "i0", "in"), None)),
                   OperandTiling("y", OUT, 0, outs[0].shape, (n_, c_, Slice(2, "o0", "on"), None))]

@@ -108,10 +108,15 @@ def choose_plan(op: Op, l1_bytes: int, cores: int) -> TilePlan:
                 score = (cost(smaller) - cost(plan)) / saved
                 if best is None or score < best[0]:
                     best = (score, trial, smaller)
-        if best is None:
-            kernel, _ = kernel_of(op.type, op.attrs)
-            raise TileBudgetError(f"layer {op.node!r} ({op.phase.value}, {kernel}): its smallest L1 tile needs "
-                                  f"{plan.l1_bytes()} bytes, the L1 budget is {l1_bytes} (raise --l1)")
+        if best is None:  # no single move saves bytes (a cut axis doubles its buffers): the smallest tiles
+            smallest = [0] * len(axes)
+            if plan_at(smallest).l1_bytes() > l1_bytes:
+                kernel, _ = kernel_of(op.type, op.attrs)
+                raise TileBudgetError(f"layer {op.node!r} ({op.phase.value}, {kernel}): its smallest L1 tile "
+                                      f"needs {plan_at(smallest).l1_bytes()} bytes, the L1 budget is {l1_bytes} "
+                                      "(raise --l1)")
+            choice, plan = smallest, plan_at(smallest)
+            break
         _, choice, plan = best
     improved = True
     while improved:  # best-improvement local search over one step up or down of any axis
