@@ -60,7 +60,7 @@ class Program:
     buffers: list[Buffer]
     calls: list[KernelCall]
     regions: list[Region]
-    inputs: list[Buffer]                 # per-step data inputs (pointers set by network_set_batch)
+    inputs: list[Buffer]                 # per-step data inputs (filled by network_set_batch)
     trainable: list[tuple[str, Buffer]]  # (ONNX name, buffer)
     loss: Buffer
     # The copy of each trainable parameter's gradient that the program keeps off-chip (.l3) for the host:

@@ -26,6 +26,7 @@ from tinyodl.frontend.onnx_load import shown
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.registry import kernel_of, op_macs
 from tinyodl.ir.types import Phase, Role
+from tinyodl.passes.memory import plan_memory
 from tinyodl.runtime.host import render_linker_script
 
 _PREFIX = {Role.INPUT: "in_", Role.PARAM: "p_", Role.CONST: "c_", Role.STATE: "s_", Role.ACT: "a_",
@@ -37,13 +38,19 @@ PROJECT_MARKERS = ("regions.json", "Makefile", "src/network.c")  # what tells an
 
 def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
     symbols = SymbolTable(reserved={"network_train_step", "network_init", "network_set_batch", "network_loss",
-                                    "network_output"})
+                                    "network_output", "tinyodl_l2_arena"})
     buffers: dict[Value, Buffer] = {}
+    if graph.memory_plan is None:  # a pipeline without the memory pass: place the ops' order as it is
+        plan_memory(graph)
 
     def add(value: Value, kind: str, init: str = "") -> Buffer:
         ctype = "float" if value.dtype.is_float else "int"
         symbol = symbols.make(value.name, _PREFIX[value.role], DERIVED_SUFFIXES)
-        buffer = Buffer(symbol, ctype, value.type.numel, kind, value.name, init=init)
+        assert value.l2_offset is not None, f"%{value.name} has no place in the L2 plan"
+        buffer = Buffer(symbol, ctype, value.type.numel, kind, value.name, init=init, offset=value.l2_offset)
+        if buffer.nbytes > value.type.nbytes:
+            raise UserError(f"%{value.name}: its C buffer ({buffer.nbytes} B of {ctype}) is larger than the "
+                            f"{value.type.nbytes} B the L2 plan reserved for {value.type}")
         buffers[value] = buffer
         return buffer
 
@@ -57,7 +64,14 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
     regions: dict[tuple[str, str], Region] = {}
     calls: list[KernelCall] = []
     l1_bytes = 0
+    grad_of = {op.inputs[0]: op.inputs[1] for op in graph.ops if op.phase is Phase.UPDATE and len(op.inputs) > 1}
+    kept: dict[Value, Buffer] = {}  # trainable parameter -> the off-chip copy of its gradient
+    keep_after: list[KernelCall] = []  # the copy follows the update's call, before the next op reuses the storage
     for op in graph.ops:
+        calls.extend(keep_after)
+        keep_after = []
+        if op.phase is Phase.UPDATE and op.inputs and op.inputs[0] in grad_of and op.inputs[0].trainable:
+            keep_after = [_keep_gradient(op.inputs[0], buffers[grad_of[op.inputs[0]]], symbols, kept)]
         if op.type == "reshape":
             alias = Buffer(symbols.make(op.outputs[0].name, _PREFIX[op.outputs[0].role]), buffers[op.inputs[0]].ctype,
                            op.outputs[0].type.numel, "view", op.outputs[0].name, alias_of=buffers[op.inputs[0]])
@@ -88,14 +102,27 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
         except BackendError as exc:
             raise UserError(f"node {op.node!r}: {exc}") from None
         calls.append(KernelCall(code, comment, region.id, ctx.decls))
+    calls.extend(keep_after)
     if len(regions) >= 2047:
         raise UserError(f"the model has {len(regions)} layer x phase regions; at most 2046 are supported")
     inputs = [buffers[v] for v in graph.inputs]
     trainable = [(v.origin or v.name, buffers[v]) for v in graph.trainable_params()]
-    grad_of = {op.inputs[0]: op.inputs[1] for op in graph.ops if op.phase is Phase.UPDATE and len(op.inputs) > 1}
-    grads = [buffers[grad_of[v]] if v in grad_of else None for v in graph.trainable_params()]
+    grads = [kept.get(v) for v in graph.trainable_params()]
+    arena_bytes = max((b.offset + b.nbytes for b in buffers.values() if b.alias_of is None), default=0)
     return Program(graph.name, cores, steps, list(buffers.values()), calls, list(regions.values()),
-                   inputs, trainable, buffers[graph.outputs[0]], grads=grads, l1_bytes=l1_bytes)
+                   inputs, trainable, buffers[graph.outputs[0]], grads=grads, l1_bytes=l1_bytes,
+                   arena_bytes=arena_bytes)
+
+
+def _keep_gradient(param: Value, grad: Buffer, symbols: SymbolTable, kept: dict[Value, Buffer]) -> KernelCall:
+    """An off-chip copy of a parameter's gradient for the host's check, and the call that fills it. The
+    gradient's L2 storage goes to other tensors once the update has read it (the memory plan), so the
+    host could not read it after the step. Region 0: the copy is not part of any layer's work."""
+    copy = Buffer(symbols.make(grad.value_name, "kept_"), grad.ctype, grad.numel, "kept", grad.value_name)
+    kept[param] = copy
+    code = (f"{{ int first, end; rt_chunk({copy.numel}, &first, &end); "
+            f"for (int i = first; i < end; i++) {copy.symbol}[i] = {grad.symbol}[i]; }}")
+    return KernelCall(code, comment_text(f"keep the gradient of {param.origin or param.name} for the host"), 0)
 
 
 def _initializer(data: np.ndarray) -> str:
@@ -124,10 +151,9 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     target = options.target()
     program = lower_to_program(graph, len(batches), target.cores)
     env = _environment()
-    l2_bytes = sum(b.nbytes for b in program.buffers if b.alias_of is None and b.kind != "input")
     context = {"program": program, "model": comment_text(graph.name), **dataset_context(batches, program.inputs),
                "l1_bytes": target.l1_bytes, "l2_bytes": target.l2_bytes, "stack_bytes": STACK_BYTES,
-               "num_cores": target.cores, "static_bytes": l2_bytes, "print_outputs": outputs}
+               "num_cores": target.cores, "static_bytes": program.arena_bytes, "print_outputs": outputs}
     if outputs:
         model_output = next(op.inputs[0] for op in graph.ops if op.phase is Phase.LOSS)
         context["output"] = next(b for b in program.buffers if b.value_name == model_output.name)
@@ -154,7 +180,7 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     files["regions.json"] = json.dumps({"model": graph.name, "cores": target.cores, "steps": len(batches),
                                         "regions": [vars(r) for r in program.regions],
                                         "params": [name for name, _ in program.trainable],
-                                        "static_bytes": l2_bytes}, indent=1) + "\n"
+                                        "static_bytes": program.arena_bytes}, indent=1) + "\n"
     return program, files
 
 
