@@ -62,8 +62,7 @@ def _conv_fwd_axes(kernel: str, ins: Sequence[TensorType], outs: Sequence[Tensor
     n, c = ins[0].shape[:2]
     k = ins[1].shape[0]
     depthwise = attrs["group"] > 1
-    # dense kernels compute 4 output channels at a time: blocks of 4 keep every core's blocks full
-    axes = [("n", n, 1), ("oh", outs[0].shape[2], 1), ("k", k, k // attrs["group"] if depthwise else 4)]
+    axes = [("n", n, 1), ("oh", outs[0].shape[2], 1), ("k", k, k // attrs["group"] if depthwise else 1)]
     if not depthwise:
         axes.append(("c", c, 1))
     return axes
@@ -119,7 +118,7 @@ def _grad_input_axes(kernel: str, ins: Sequence[TensorType], outs: Sequence[Tens
                      ) -> list[tuple[str, int, int]]:
     n, c, h, _ = outs[0].shape
     depthwise = attrs["group"] > 1
-    axes = [("n", n, 1), ("h", h, 1), ("c", c, 1 if depthwise else 4)]
+    axes = [("n", n, 1), ("h", h, 1), ("c", c, 1)]
     if not depthwise:
         axes.append(("k", ins[0].shape[1], 1))
     return axes
@@ -168,7 +167,7 @@ def _grad_weight_axes(kernel: str, ins: Sequence[TensorType], outs: Sequence[Ten
                       ) -> list[tuple[str, int, int]]:
     depthwise = attrs["group"] > 1
     k = outs[0].shape[0]
-    axes = [("k", k, k // attrs["group"] if depthwise else 4)]
+    axes = [("k", k, k // attrs["group"] if depthwise else 1)]
     if not depthwise:
         axes.append(("c", ins[0].shape[1], 1))
     return axes + [("n", ins[0].shape[0], 1), ("oh", ins[1].shape[2], 1)]

@@ -158,6 +158,9 @@ def estimate_cycles(plan: TilePlan, macs: int, cores: int) -> float:
     out_elements = sum(math.prod(box) for box in out_boxes)
     items = max((_work_items(plan, box) for box in out_boxes), default=1)
     balance = items / (math.ceil(items / cores) * cores)
+    if plan.family in WINDOW_FAMILIES:  # dense kernels compute 4 channels at a time: a block of 6 costs 8
+        channels = max(box[1] for box in out_boxes)
+        balance *= channels / (math.ceil(channels / 4) * 4)
     work = macs / MAC_PER_CYCLE_PER_CORE if macs else out_elements * tiles * ELEMENT_CYCLES
     compute = work / (cores * balance)
     loaded, stored, transfers = dma_totals(plan)

@@ -16,7 +16,7 @@ from tinyodl.ir.types import Phase, Role, TensorType
 from tinyodl.ir.verify import verify_graph
 from tinyodl.passes.tiling import TileBudgetError, Tiling, choose_plan, dma_totals
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _arrays(shapes: list[tuple[int, ...]], seed: int) -> list[np.ndarray]:
