@@ -80,6 +80,9 @@ def _training_parent() -> argparse.ArgumentParser:
                        help="L2 bytes, suffix k or M allowed (default: the platform's)")
     group.add_argument("--no-tiling", dest="tiling", action="store_false",
                        help="kernels read L2 directly (the untiled baseline)")
+    group.add_argument("--dma-check", action="store_true",
+                       help="checking build: a DMA destination reads NaN until its transfer is waited for, so a "
+                            "missing wait fails the check (instruction counts are then not performance figures)")
     parent.add_argument("--debug", action="store_true", help="show tracebacks")
     return parent
 
@@ -89,7 +92,8 @@ def _options(args: argparse.Namespace) -> Options:
         loss=args.loss, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, nesterov=args.nesterov, betas=args.betas, eps=args.eps,
         batch=args.batch, train=args.train, dtype=args.dtype, layout=args.layout, fold_bn=args.fold_bn,
-        platform=args.platform, cores=args.cores, l1_bytes=args.l1, l2_bytes=args.l2, tiling=args.tiling)
+        platform=args.platform, cores=args.cores, l1_bytes=args.l1, l2_bytes=args.l2, tiling=args.tiling,
+        dma_check=args.dma_check)
 
 
 def _data_order_options(parser: argparse.ArgumentParser) -> None:

@@ -152,6 +152,7 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     program = lower_to_program(graph, len(batches), target.cores)
     env = _environment()
     context = {"program": program, "model": comment_text(graph.name), **dataset_context(batches, program.inputs),
+               "dma_check": options.dma_check,
                "l1_bytes": target.l1_bytes, "l2_bytes": target.l2_bytes, "stack_bytes": STACK_BYTES,
                "num_cores": target.cores, "static_bytes": program.arena_bytes, "print_outputs": outputs}
     if outputs:

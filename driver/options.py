@@ -44,6 +44,7 @@ class Options:
     l1_bytes: int | None = None
     l2_bytes: int | None = None
     tiling: bool = True
+    dma_check: bool = False  # poison DMA destinations until the wait (a missing wait then fails the check)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Options:
