@@ -13,6 +13,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tinyodl.driver.files import check_writable, write_atomic
 from tinyodl.driver.options import UserError
 
@@ -53,8 +55,15 @@ def _figure(width: float, height: float) -> Any:
 def _loss_figure(losses: list[float], report: dict[str, Any]) -> Any:
     figure = _figure(7, 4)
     axes = figure.add_subplot()
-    axes.plot(range(len(losses)), losses, color="tab:blue", linewidth=1.2 if len(losses) > 200 else 1.6,
-              marker="o" if len(losses) <= 50 else None, markersize=3)
+    few = len(losses) <= 50
+    axes.plot(range(len(losses)), losses, color="tab:blue", linewidth=1.0 if few else 0.8, alpha=1.0 if few else 0.35,
+              marker="o" if few else None, markersize=3, label="per step (one batch)")
+    if not few:  # one batch's loss is noisy: a running mean shows the trend
+        window = max(5, len(losses) // 20)
+        means = np.convolve(losses, np.ones(window) / window, mode="valid")
+        axes.plot(range(window - 1, len(losses)), means, color="tab:blue", linewidth=2.0,
+                  label=f"mean of the last {window} steps")
+        axes.legend(fontsize=8)
     axes.set_xlabel("step")
     axes.set_ylabel("training loss")
     if min(losses) > 0 and max(losses) / min(losses) > 100:
