@@ -304,14 +304,13 @@ static void wake_dma_engine(void)
     CLINT_MSIP[DMA_HART] = 1;
 }
 
-/* Checking mode: every aligned word of a poisoned buffer reads RT_DMA_POISON, whatever the buffer's
- * alignment and size, so any float read from it is NaN. */
-
 static unsigned char poison_byte(const unsigned char *address)
 {
     return (unsigned char)(RT_DMA_POISON >> (8u * ((uintptr_t)address & 3u)));
 }
 
+/* Checking mode: every aligned word of a poisoned buffer reads RT_DMA_POISON, whatever the buffer's
+ * alignment and size, so any float read from it is NaN. */
 static void poison(unsigned char *dst, unsigned bytes)
 {
     unsigned char *end = dst + bytes;

@@ -83,6 +83,17 @@ def test_trap_names_cause_and_function(
 
 
 @pytest.mark.qemu
+def test_a_transfer_from_a_bad_address_traps_on_the_dma_hart(tmp_path: Path, toolchain: host.Toolchain) -> None:
+    elf = build_guest(tmp_path, toolchain, "trap", TRAP_KIND=2, TRAP_HART=3)
+    result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
+    assert result.exit_code == host.EXIT_TRAP
+    assert result.failure is not None
+    assert result.failure.startswith("trap: load_access_fault (mcause 5) at mepc=0x")
+    assert "in copy_row (rt.c:" in result.failure
+    assert result.failure.endswith(f", mtval=0x00000004, hart {DMA_HART}")
+
+
+@pytest.mark.qemu
 @pytest.mark.parametrize("hang", [0, 1], ids=["hart0-loops", "hart1-loops-hart0-in-barrier"])
 def test_watchdog_ends_a_hang(tmp_path: Path, toolchain: host.Toolchain, hang: int) -> None:
     elf = build_guest(tmp_path, toolchain, "watchdog", HANG_KIND=hang, RT_WATCHDOG_MS=200)
