@@ -187,4 +187,9 @@ def _attribute(key: str, value: AttrValue) -> onnx.AttributeProto:
 
 
 def _value_info(name: str, value: Value) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, _ELEM_TYPE[value.dtype], list(value.shape))
+    """Type and shape, and in the doc string the value's role and, after the memory pass, its L2 offset."""
+    info = helper.make_tensor_value_info(name, _ELEM_TYPE[value.dtype], list(value.shape))
+    info.doc_string = f"role: {value.role.value}"
+    if value.l2_offset is not None:
+        info.doc_string += f"; L2 arena offset {value.l2_offset}"
+    return info

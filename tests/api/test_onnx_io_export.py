@@ -41,6 +41,8 @@ def test_every_example_exports_one_node_per_op(model: Path, optimizer: str, tili
     assert any(name.endswith(".next") for name in update.output)
     if tiling:  # a tile loop is exported as the kernel it tiles, its tiling in the doc string
         assert any("tile loop" in node.doc_string for node in exported.graph.node if node.domain == "")
+    # The memory plan shows on every tensor Netron lists.
+    assert all("L2 arena offset" in info.doc_string for info in exported.graph.value_info)
 
 
 @pytest.mark.parametrize("model", EXAMPLES, ids=lambda path: path.stem)
