@@ -269,15 +269,14 @@ def compare_outputs(expected: np.ndarray, actual: np.ndarray) -> dict[str, Any]:
             "tolerance": {"rtol": RTOL, "atol": ATOL}}
 
 
-def print_evaluation(evaluation: Evaluation, label: str = "") -> None:
+def print_evaluation(evaluation: Evaluation) -> None:
     """Human-readable lines: loss, accuracy, and for cross-entropy the confusion matrix."""
-    prefix = f"{label} " if label else ""
-    line = f"{prefix}loss {evaluation.loss:.6f} over {evaluation.samples} samples"
+    line = f"loss {evaluation.loss:.6f} over {evaluation.samples} samples"
     if evaluation.accuracy is not None:
         correct = int(round(evaluation.accuracy * evaluation.samples))
         line += f", accuracy {evaluation.accuracy:.4f} ({correct}/{evaluation.samples})"
     print(line)
-    if evaluation.confusion is None or label:
+    if evaluation.confusion is None:
         return
     classes = len(evaluation.confusion)
     width = max(5, len(str(evaluation.samples)) + 1)

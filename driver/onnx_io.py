@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from tinyodl.driver.check import SimOutput
 from tinyodl.driver.files import write_atomic
 from tinyodl.driver.options import UserError
+from tinyodl.frontend.onnx_load import shown
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.types import Role
 
@@ -82,7 +83,7 @@ def save_onnx(model: Path | onnx.ModelProto, out: Path, params: Mapping[str, np.
         found.add(init.name)
     missing = sorted(set(params) - found)
     if missing:
-        raise UserError(f"--save-onnx: parameter '{missing[0]}' is not an initializer of the model")
+        raise UserError(f"--save-onnx: parameter '{shown(missing[0])}' is not an initializer of the model")
     onnx.checker.check_model(proto)
     write_atomic(out, lambda temp: onnx.save(proto, str(temp)))
 
@@ -95,7 +96,7 @@ def _read_onnx(model: Path | onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.load(str(model))  # external data too, inlined in the result
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-        raise UserError(f"{model}: cannot read the model again ({exc})") from None
+        raise UserError(f"{shown(str(model))}: cannot read the model again ({shown(str(exc))})") from None
 
 
 # -- parameters in ------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ class Saved:
 def read_saved(path: Path) -> Saved:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such parameter file")
+        raise UserError(f"{shown(str(path))}: no such parameter file")
     if path.suffix.lower() == ".onnx":
         return _read_onnx_params(path)
     arrays = _read_npz(path)
@@ -123,11 +124,11 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise UserError(f"{path}: a single array, expected an .npz of arrays by initializer name")
+            raise UserError(f"{shown(str(path))}: a single array, expected an .npz of arrays by initializer name")
         with archive:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path}: not a readable .npz file ({exc})") from None
+        raise UserError(f"{shown(str(path))}: not a readable .npz file ({shown(str(exc))})") from None
 
 
 def _read_onnx_params(path: Path) -> Saved:
@@ -150,6 +151,7 @@ def apply_saved(graph: Graph, saved: Saved, path: Path, *, model_initializers: f
     Names the graph does not hold are refused, except initializers of the model itself that the pipeline
     folded away (an .onnx source carries them all); parameters the file lacks keep the model's values.
     Without `optimizer_state` (evaluation) a state file's optimizer state is ignored."""
+    where = shown(str(path))
     by_name = {value.origin or value.name: value for value in _parameters(graph)}
     for name, array in sorted(saved.params.items()):
         value = by_name.get(name)
@@ -157,28 +159,29 @@ def apply_saved(graph: Graph, saved: Saved, path: Path, *, model_initializers: f
             if name in model_initializers and path.suffix.lower() == ".onnx":
                 continue
             known = ", ".join(list(by_name)[:6]) + (", ..." if len(by_name) > 6 else "")
-            raise UserError(f"{path}: '{name}' is not a parameter of the model (its parameters: {known})")
-        graph.initial[value.name] = _checked(path, name, array, value)
+            raise UserError(f"{where}: '{shown(name)}' is not a parameter of the model (its parameters: "
+                            f"{shown(known)})")
+        graph.initial[value.name] = _checked(where, name, array, value)
     states = {value.name: value for value in graph.state}
     for name, array in sorted(saved.state.items() if optimizer_state else ()):
         value = states.get(name)
         if value is None:
-            raise UserError(f"{path}: optimizer state '{name}' has no counterpart in this run (saved with another "
-                            "optimizer or momentum setting?)")
-        graph.initial[value.name] = _checked(path, f"{STATE_PREFIX}{name}", array, value)
+            raise UserError(f"{where}: optimizer state '{shown(name)}' has no counterpart in this run (saved with "
+                            "another optimizer or momentum setting?)")
+        graph.initial[value.name] = _checked(where, f"{STATE_PREFIX}{name}", array, value)
 
 
-def _checked(path: Path, name: str, array: np.ndarray, value: Value) -> np.ndarray:
+def _checked(where: str, name: str, array: np.ndarray, value: Value) -> np.ndarray:
     if array.shape != value.shape:
-        raise UserError(f"{path}: '{name}' has shape {list(array.shape)}, the model's is {list(value.shape)}")
+        raise UserError(f"{where}: '{shown(name)}' has shape {list(array.shape)}, the model's is {list(value.shape)}")
     if value.dtype.is_float:
         if not np.issubdtype(array.dtype, np.floating):
-            raise UserError(f"{path}: '{name}' holds {array.dtype}, expected floating-point values")
+            raise UserError(f"{where}: '{shown(name)}' holds {array.dtype}, expected floating-point values")
         if not np.all(np.isfinite(array)):
-            raise UserError(f"{path}: '{name}' holds NaN or infinite values")
+            raise UserError(f"{where}: '{shown(name)}' holds NaN or infinite values")
         return array
     if not np.issubdtype(array.dtype, np.integer):
-        raise UserError(f"{path}: '{name}' holds {array.dtype}, expected integers")
+        raise UserError(f"{where}: '{shown(name)}' holds {array.dtype}, expected integers")
     return array.astype(value.dtype.numpy)
 
 
@@ -189,7 +192,7 @@ def model_initializer_names(model: Path | onnx.ModelProto) -> frozenset[str]:
     try:
         proto = onnx.load(str(model), load_external_data=False)
     except (OSError, ValueError) as exc:
-        raise UserError(f"{model}: cannot read the model again ({exc})") from None
+        raise UserError(f"{shown(str(model))}: cannot read the model again ({shown(str(exc))})") from None
     return frozenset(init.name for init in proto.graph.initializer)
 
 
@@ -198,8 +201,8 @@ def init_from(graph: Graph, path: Path, model: Path | onnx.ModelProto, *, fold_b
     """`--init-params`: parameters (and optimizer state from a state file) from `path` into the graph."""
     path = Path(path)
     if fold_bn and path.suffix.lower() == ".onnx":
-        raise UserError(f"--init-params {path}: an .onnx holds unfolded batch-norm parameters, which cannot be "
-                        "combined with --fold-bn (use the .npz that --save-params or --save-state wrote)")
+        raise UserError(f"--init-params {shown(str(path))}: an .onnx holds unfolded batch-norm parameters, which "
+                        "cannot be combined with --fold-bn (use the .npz that --save-params or --save-state wrote)")
     apply_saved(graph, read_saved(path), path, model_initializers=model_initializer_names(model),
                 optimizer_state=optimizer_state)
 

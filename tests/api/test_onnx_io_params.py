@@ -100,6 +100,8 @@ def write_npz(path: Path, **arrays: np.ndarray) -> Path:
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: write_npz(d / "p.npz", **{"nope": np.zeros(3, np.float32)}), "'nope' is not a parameter"),
+    (lambda d: write_npz(d / "p.npz", **{"evil\nname\x1b[2J": np.zeros(3, np.float32)}),
+     "'evil\\nname\\x1b[2J' is not a parameter"),
     (lambda d: write_npz(d / "p.npz", **{"fc1.weight": np.zeros((2, 2), np.float32)}), "'fc1.weight' has shape [2, 2]"),
     (lambda d: write_npz(d / "p.npz", **{"fc1.bias": np.full(32, np.nan, np.float32)}), "NaN or infinite"),
     (lambda d: write_npz(d / "p.npz", **{"fc1.bias": np.zeros(32, np.int32)}), "expected floating-point"),
