@@ -94,9 +94,12 @@ def test_a_transfer_from_a_bad_address_traps_on_the_dma_hart(tmp_path: Path, too
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("hang", [0, 1], ids=["hart0-loops", "hart1-loops-hart0-in-barrier"])
-def test_watchdog_ends_a_hang(tmp_path: Path, toolchain: host.Toolchain, hang: int) -> None:
-    elf = build_guest(tmp_path, toolchain, "watchdog", HANG_KIND=hang, RT_WATCHDOG_MS=200)
+@pytest.mark.parametrize(
+    ("hang", "check"), [(0, 0), (1, 0), (2, 0), (2, 1)],
+    ids=["hart0-loops", "hart1-loops-hart0-in-barrier", "hart0-waits-for-no-transfer", "same-in-checking-mode"],
+)
+def test_watchdog_ends_a_hang(tmp_path: Path, toolchain: host.Toolchain, hang: int, check: int) -> None:
+    elf = build_guest(tmp_path, toolchain, "watchdog", HANG_KIND=hang, RT_WATCHDOG_MS=200, RT_DMA_CHECK=check)
     result = host.run_qemu(elf, 8, RUN_TIMEOUT_S, count=False, toolchain=toolchain)
     assert result.exit_code == host.EXIT_WATCHDOG
     assert result.failure is not None and result.failure.startswith("watchdog: WATCHDOG expired after 200 ms")
