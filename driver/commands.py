@@ -69,7 +69,12 @@ def cmd_eval(args: argparse.Namespace, options: Options) -> int:
         write_predictions(args.predictions, evaluation)
     if args.json:
         print(json.dumps(evaluation.to_json()))
-    return 0 if evaluation.check is None or evaluation.check["ok"] else 1
+    if evaluation.check is not None and not evaluation.check["ok"]:
+        worst = evaluation.check["worst"]
+        print(f"tinyodl: check failed: simulated outputs {worst['tolerance_ratio']:.3g}x the tolerance",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def _progress_line(message: str) -> None:
