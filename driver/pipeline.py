@@ -7,6 +7,7 @@ from typing import TextIO
 
 import onnx
 
+from tinyodl.driver.budget import check_fits_l2
 from tinyodl.driver.options import Options, UserError
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.text import print_graph
@@ -57,6 +58,7 @@ def build_training_graph(model: Path | onnx.ModelProto, options: Options, *, pip
 
     options.check()
     graph = import_model(model, options.batch)
+    check_fits_l2(graph, options.target())
     try:
         passes = parse_pipeline(pipeline) if pipeline else default_passes(options)
         _check_print_after(print_after or set(), passes)
