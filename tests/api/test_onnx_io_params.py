@@ -10,9 +10,11 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
+from tinyodl.driver.check import SimOutput, StepState
 from tinyodl.driver.evaluate import forward_graph, loss_operands
 from tinyodl.driver.onnx_io import (
     STATE_PREFIX,
+    final_state,
     init_from,
     parameter_values,
     save_onnx,
@@ -138,3 +140,18 @@ def test_onnx_sources_with_fold_bn_are_refused(tmp_path: Path) -> None:
     graph = build_training_graph(path, Options(fold_bn=True))
     with pytest.raises(UserError, match="fold-bn"):
         init_from(graph, path, path, fold_bn=True)
+
+
+def test_final_state_reads_the_words_the_program_printed_last() -> None:
+    graph = build_training_graph(EXAMPLES / "mlp.onnx", Options(optimizer="adam"))
+    shapes = {value.name: value.shape for value in graph.state}
+    words = {name: np.arange(int(np.prod(shape)), dtype=np.float32).view(np.uint32) for name, shape in shapes.items()}
+    words["optimizer.step"] = np.array([7], np.uint32)
+    earlier = {name: np.zeros_like(array) for name, array in words.items()}
+    simulated = SimOutput([], {}, states={0: StepState(state=earlier), 4: StepState(state=words)})
+    state = final_state(graph, simulated)
+    assert set(state) == set(shapes)
+    assert state["optimizer.step"].dtype == np.int32 and int(state["optimizer.step"]) == 7
+    momentum = state["fc1.weight.exp_avg"]
+    assert momentum.dtype == np.float32 and momentum.shape == shapes["fc1.weight.exp_avg"]
+    np.testing.assert_array_equal(momentum.reshape(-1), np.arange(momentum.size))
