@@ -2,11 +2,12 @@
 
 Every value v of the step may differ from the float64 reference by at most, element by element,
 
-    SAFETY * (sqrt(n) * eps32 * M(v) + max |f32(v) - f64(v)|)
+    SAFETY * (sqrt(n) * (eps32 * M(v) + 2^-149) + max |f32(v) - f64(v)|)
 
 - The first term is the rounding of v's own op: a float32 sum of n terms a_i b_i errs by about
   sqrt(n) * eps32 * max|partial sum| <= sqrt(n) * eps32 * sum |a_i b_i| (eps32 = 2^-24; n * eps32 is the
-  worst case, sqrt(n) what rounding errors of either sign add up to). M(v) runs the op's own reference on the
+  worst case, sqrt(n) what rounding errors of either sign add up to; 2^-149 is the spacing of float32's
+  subnormals, where rounding is absolute). M(v) runs the op's own reference on the
   magnitudes of its operands, which for linear and multilinear ops is exactly sum |a_i b_i|. Operands that
   only select or scale (the saved input of relu_grad, the argmax source of maxpool2d_grad, batch-norm
   variances, labels) keep their values, subtracted operands (means, mse targets) enter negated so that their
@@ -36,6 +37,9 @@ from tinyodl.ir.registry import kernel_of, lookup, op_macs
 from tinyodl.ir.types import Phase
 
 F32_EPS = 2.0 ** -24
+# Below 2^-126 float32 spacing is absolute: a result rounds by up to this much whatever its magnitude (a momentum
+# that decays by 0.9 a step for thousands of steps ends in subnormals).
+F32_SUBNORMAL = 2.0 ** -149
 # Several standard deviations of the rounding model, and a different summation order on the target.
 SAFETY = 8.0
 
@@ -98,7 +102,7 @@ def _run_step(graph: Graph, state: Mapping[str, np.ndarray], feed: Mapping[str, 
         if op.phase is Phase.UPDATE:
             continue
         single_results = opdef.reference([singles[v.name] for v in op.inputs], attrs)
-        rounding = np.sqrt(_terms(op)) * F32_EPS
+        terms = np.sqrt(_terms(op))
         for value, magnitude, single in zip(op.outputs, _magnitudes(op, kernel, attrs, values), single_results,
                                             strict=False):
             singles[value.name] = _stored(value, single, np.float32)
@@ -106,7 +110,7 @@ def _run_step(graph: Graph, state: Mapping[str, np.ndarray], feed: Mapping[str, 
                 continue
             inherited = np.max(np.abs(singles[value.name] - values[value.name]), initial=0.0)
             magnitude = np.maximum(_stored(value, magnitude), np.abs(values[value.name]))
-            bounds[value.name] = SAFETY * (rounding * magnitude + inherited)
+            bounds[value.name] = SAFETY * (terms * (F32_EPS * magnitude + F32_SUBNORMAL) + inherited)
     return StepRun(values, bounds, state_after)
 
 

@@ -6,8 +6,8 @@ full state after step k-1 (or k = 0 starts from the initial values) and after st
 runs step k from the first and must reproduce, within float32 error bounds (driver/bounds.py):
 - the loss of step k and every parameter gradient of step k (bounds from the magnitudes involved);
 - the parameters and optimizer state after step k, with the update re-run on the program's own gradients so
-  that only the update's few roundings remain: UPDATE_ROUNDINGS * eps32 * (|before| + |after| + |change|)
-  element by element; integer state (the step counter) exactly.
+  that only the update's few roundings remain: UPDATE_ROUNDINGS * (eps32 * (|before| + |after| + |change|)
+  + 2^-149) element by element (2^-149: subnormals round absolutely); integer state (the step counter) exactly.
 Every loss the program printed must also be finite.
 """
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinyodl.driver.bounds import F32_EPS, run_step
+from tinyodl.driver.bounds import F32_EPS, F32_SUBNORMAL, run_step
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.types import Phase
 
@@ -116,5 +116,5 @@ def _compare_update(tensor: str, actual: np.ndarray | None, before: np.ndarray, 
         return tensor, 0.0 if same else float("inf"), 0.0 if same else float("inf")
     before = np.asarray(before, np.float64).reshape(-1)
     after = np.asarray(expected, np.float64).reshape(-1)
-    bound = UPDATE_ROUNDINGS * F32_EPS * (np.abs(before) + np.abs(after) + np.abs(after - before))
+    bound = UPDATE_ROUNDINGS * (F32_EPS * (np.abs(before) + np.abs(after) + np.abs(after - before)) + F32_SUBNORMAL)
     return _compare(tensor, actual, after, bound)
