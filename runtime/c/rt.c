@@ -352,12 +352,21 @@ void rt_dma_wait_all(void)
     rt_dma_wait(__atomic_load_n(&dma_issued, __ATOMIC_ACQUIRE));
 }
 
+/* A full queue: sleeps until the transfer that last used the next slot is complete, then starts. Out
+ * of line and reached by a tail call, so the common path saves no registers on the (L2) stack. */
+static rt_dma_id_t __attribute__((noinline, cold)) start_when_a_slot_frees(
+    void *dst, const void *src, unsigned row_bytes, unsigned rows, unsigned dst_stride, unsigned src_stride)
+{
+    rt_dma_wait(dma_issued + 1u - RT_DMA_QUEUE_SLOTS);
+    return rt_dma_start_2d(dst, src, row_bytes, rows, dst_stride, src_stride);
+}
+
 rt_dma_id_t rt_dma_start_2d(void *dst, const void *src, unsigned row_bytes, unsigned rows,
                             unsigned dst_stride, unsigned src_stride)
 {
     rt_dma_id_t id = dma_issued + 1u;
-    /* A full queue: sleep until the transfer that last used our slot is complete. */
-    rt_dma_wait(id - RT_DMA_QUEUE_SLOTS);
+    if (!count_reached(&dma_completed, id - RT_DMA_QUEUE_SLOTS))
+        return start_when_a_slot_frees(dst, src, row_bytes, rows, dst_stride, src_stride);
     struct dma_transfer *slot = &dma_queue[id % RT_DMA_QUEUE_SLOTS];
     *slot = (struct dma_transfer){dst, src, row_bytes, rows, dst_stride, src_stride};
     if (RT_DMA_CHECK) {
