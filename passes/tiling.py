@@ -26,6 +26,7 @@ MAC_PER_CYCLE_PER_CORE = 0.55   # a 3x3 convolution's inner loops on one core
 ELEMENT_CYCLES = 4.0            # an element-wise kernel's cycles per element on one core
 TILE_OVERHEAD_CYCLES = 2000     # per tile: three barriers, core 0 issuing and waiting for DMA, kernel set-up
 WORK_PER_CORE_GRANULE = 16      # output elements below which a core of the team has nothing to do
+CHANNEL_BLOCK = 4
 WINDOW_FAMILIES = ("conv_fwd", "conv_grad_input", "conv_grad_weight", "pool", "pool_grad")
 DMA_SETUP_CYCLES = 21           # per transfer, and bytes per cycle (the platform's figures, GVSoC pulp-open)
 DMA_BYTES_PER_CYCLE = 8.0
@@ -75,7 +76,9 @@ def choose_plan(op: Op, l1_bytes: int, cores: int) -> TilePlan:
     ins, outs = _types(op)
     attrs = lookup(op.type).with_defaults(op.attrs)
     axes = tiling_axes(op.type, ins, outs, attrs)
-    candidates = [_candidates(extent, step) for _, extent, step in axes]
+    dense = lookup(op.type).name.startswith("conv2d") and int(attrs.get("group", 1)) == 1
+    candidates = [_candidates(extent, step, CHANNEL_BLOCK if dense and name in ("k", "c") else 1)
+                  for name, extent, step in axes]
     choice = [len(c) - 1 for c in candidates]  # start from whole extents
 
     plans: dict[tuple[int, ...], TilePlan] = {}
@@ -137,13 +140,17 @@ def choose_plan(op: Op, l1_bytes: int, cores: int) -> TilePlan:
     return plan
 
 
-def _candidates(extent: int, step: int) -> list[int]:
+def _candidates(extent: int, step: int, granule: int = 1) -> list[int]:
     """Tile sizes worth trying, ascending: ceil(extent / k) rounded up to the step for k = 1..8, then
-    k growing by a quarter each time (a few dozen sizes even for long flat axes)."""
-    sizes = {extent, min(extent, step)}
+    k growing by a quarter each time (a few dozen sizes even for long flat axes). Sizes of at least one
+    granule (a dense kernel's block of 4 channels) are rounded up to whole granules; the sizes below one
+    granule stay, for budgets that need them."""
+    sizes = {extent, *range(step, min(extent, granule * step) + 1, step)}
     parts = 1
     while parts <= extent:
         size = -(-extent // parts)
+        if size >= granule:
+            size = -(-size // granule) * granule
         sizes.add(min(extent, -(-size // step) * step))
         parts = parts + 1 if parts < 8 else parts + max(1, parts // 4)
     return sorted(sizes)
@@ -158,9 +165,9 @@ def estimate_cycles(plan: TilePlan, macs: int, cores: int) -> float:
     out_elements = sum(math.prod(box) for box in out_boxes)
     items = max((_work_items(plan, box) for box in out_boxes), default=1)
     balance = items / (math.ceil(items / cores) * cores)
-    if plan.family in WINDOW_FAMILIES:  # dense kernels compute 4 channels at a time: a block of 6 costs 8
-        channels = max(box[1] for box in out_boxes)
-        balance *= channels / (math.ceil(channels / 4) * 4)
+    if plan.family in WINDOW_FAMILIES and int(plan.attrs.get("group", 1)) == 1:
+        channels = max(box[1] for box in out_boxes)  # dense kernels compute 4 channels at a time: 6 cost 8
+        balance *= channels / (math.ceil(channels / CHANNEL_BLOCK) * CHANNEL_BLOCK)
     work = macs / MAC_PER_CYCLE_PER_CORE if macs else out_elements * tiles * ELEMENT_CYCLES
     compute = work / (cores * balance)
     loaded, stored, transfers = dma_totals(plan)
