@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tinyodl.ir.graph import Graph, Value
+from tinyodl.ir.registry import kernel_of
 from tinyodl.ir.types import Phase
 
 _PHASE_COLOURS = {Phase.FORWARD: "#cfe2ff", Phase.LOSS: "#ffe5b4", Phase.BACKWARD: "#f8d7da",
@@ -30,7 +31,9 @@ def to_dot(graph: Graph) -> str:
         lines.append(f"  {node_id} [label={label}, shape=ellipse, fillcolor=\"#eeeeee\"];")
     for index, op in enumerate(graph.ops):
         node_id = f"op_{index}"
-        lines.append(f"  {node_id} [label={_label(op.type, op.node)}, fillcolor=\"{_PHASE_COLOURS[op.phase]}\"];")
+        kernel, _ = kernel_of(op.type, op.attrs)
+        kind = op.type if kernel == op.type else f"{op.type} {kernel}"  # a tile loop: what it computes
+        lines.append(f"  {node_id} [label={_label(kind, op.node)}, fillcolor=\"{_PHASE_COLOURS[op.phase]}\"];")
         for value in op.inputs:
             source = producers.get(value)
             if source is not None:

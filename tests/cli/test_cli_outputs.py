@@ -32,7 +32,7 @@ def test_dot_escapes_backslashes_in_names(tmp_path: Path, capsys: pytest.Capture
     dot = capsys.readouterr().out
     for line in dot.splitlines():
         assert '"' not in DOT_STRING.sub("", line), line
-    assert 'label="relu\\nr\\\\"' in dot
+    assert 'label="tile_loop relu\\nr\\\\"' in dot  # a tiled kernel is labelled with what it computes
     assert 'label="param w\\\\\\n4x3xf32"' in dot
 
 
