@@ -26,7 +26,7 @@ from tinyodl.ir.types import DType
 DOMAIN = "tinyodl"
 DOMAIN_VERSION = 1
 ONNX_OPSET = 17
-# The release of the ONNX format whose readers accept opset 17 (onnx 1.12 and later).
+# What onnx 1.12, the release that introduced opset 17, writes: every reader since opens the file.
 IR_VERSION = 8
 
 _ELEM_TYPE = {DType.F32: TensorProto.FLOAT, DType.F16: TensorProto.FLOAT16, DType.I32: TensorProto.INT32,
