@@ -49,8 +49,8 @@ def _betas(text: str) -> tuple[float, float]:
     return float(parts[0]), float(parts[1])
 
 
-def _training_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False, formatter_class=_HelpFormatter)
+def _training_parent() -> _Parser:
+    parent = _Parser(add_help=False)
     budgets = ", ".join(f"{t.name} {t.cores} cores, L1 {t.l1_bytes // 1024} KiB, L2 {t.l2_bytes // 1024} KiB"
                         for t in TARGETS.values())
     group = parent.add_argument_group("training options")

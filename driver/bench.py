@@ -17,6 +17,7 @@ from tinyodl.driver.data import load_batches
 from tinyodl.driver.files import check_writable, save_report
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.progress import Progress
 from tinyodl.driver.qemu import SimulationFailed, run_on_qemu
 
 
@@ -78,7 +79,8 @@ def cmd_bench(args: argparse.Namespace, options: Options) -> int:
     for cores in (main_cores, args.baseline_cores):
         print(f"[tinyodl] {args.model.name}: {args.steps} step(s) on {cores} core(s)", file=sys.stderr, flush=True)
         try:
-            reports[cores] = run_on_qemu(graph, batches, replace(options, cores=cores), timeout=args.timeout).report
+            reports[cores] = run_on_qemu(graph, batches, replace(options, cores=cores), timeout=args.timeout,
+                                         progress=Progress()).report
         except SimulationFailed as exc:
             print(f"tinyodl: {exc}", file=sys.stderr)
             return 1
