@@ -23,22 +23,22 @@ def dataset_of(steps: Sequence[Mapping[str, np.ndarray]]) -> Dataset:
         return attached
     names = list(steps[0]) if steps else []
     arrays = {name: np.concatenate([np.asarray(feed[name]) for feed in steps]) for name in names}
-    batch = len(steps[0][names[0]]) if names else 0
-    return Dataset(arrays, np.arange(len(steps) * batch).reshape(len(steps), batch))
+    return Dataset(arrays, {name: np.arange(len(arrays[name])).reshape(len(steps), -1) for name in names})
 
 
 def dataset_context(steps: Sequence[Mapping[str, np.ndarray]], inputs: Sequence[Buffer]) -> dict[str, Any]:
-    """What data.h.j2 renders: per input its rows as a C initializer, and the step x row table."""
+    """What data.h.j2 renders, per input: its rows as a C initializer and its step x row table."""
     dataset = dataset_of(steps)
     tables = []
     for buffer in inputs:
         array = dataset.arrays[buffer.value_name]
+        rows = dataset.rows[buffer.value_name]
         flat = array.astype(np.int32 if buffer.ctype == "int" else np.float32).reshape(-1)
-        row_numel = buffer.numel // max(dataset.rows.shape[1], 1)
-        tables.append({"buffer": buffer, "rows": len(array), "row_numel": row_numel, "init": _initializer(flat)})
-    index_type = "uint16_t" if dataset.rows.size == 0 or int(dataset.rows.max()) < 2**16 else "uint32_t"
-    return {"datasets": tables, "step_rows": _initializer(dataset.rows.reshape(-1)),
-            "batch_rows": dataset.rows.shape[1], "row_index_type": index_type}
+        index_type = "uint16_t" if rows.size == 0 or int(rows.max()) < 2**16 else "uint32_t"
+        tables.append({"buffer": buffer, "rows": len(array), "row_numel": buffer.numel // max(rows.shape[1], 1),
+                       "per_step": rows.shape[1], "init": _initializer(flat), "index_type": index_type,
+                       "step_rows": _initializer(rows.reshape(-1))})
+    return {"datasets": tables}
 
 
 def _initializer(flat: np.ndarray) -> str:

@@ -32,7 +32,7 @@ from tinyodl.runtime.host import render_linker_script
 _PREFIX = {Role.INPUT: "in_", Role.PARAM: "p_", Role.CONST: "c_", Role.STATE: "s_", Role.ACT: "a_",
            Role.GRAD: "g_", Role.LOSS: "a_"}
 STACK_BYTES = 16 * 1024
-DERIVED_SUFFIXES = ("_init", "_data")  # the templates' companions of a buffer: its initial values, its batches
+DERIVED_SUFFIXES = ("_init", "_data", "_step_rows")  # the templates' companions of a buffer (data.h.j2)
 PROJECT_MARKERS = ("regions.json", "Makefile", "src/network.c")  # what tells an earlier project apart
 
 

@@ -26,10 +26,11 @@ def loss_op_target(graph: Graph) -> Value:
 
 @dataclass
 class Dataset:
-    """One array per data input (IR name -> rows x sample) and the rows of each step (steps x batch)."""
+    """One array per data input (IR name -> rows x sample) and, per input, the rows of each step (steps x rows
+    per step)."""
 
     arrays: dict[str, np.ndarray]
-    rows: np.ndarray
+    rows: dict[str, np.ndarray]
 
 
 class StepFeeds(list[dict[str, np.ndarray]]):
@@ -85,12 +86,11 @@ def load_batches(graph: Graph, data: Path | None, steps: int, *, epochs: int | N
                             f"{list(value.shape[1:])}")
         array = _check_target(where, array, graph, target) if value is target else _check_input(where, key, array)
         checked[value.name] = array.astype(value.dtype.numpy)  # the reference sees exactly what the program gets
-    batch = {value.shape[0] for value, _ in wanted}
-    if len(batch) != 1:
-        raise UserError(f"{where}: the model's inputs have different first axes {sorted(batch)}; tinyodl needs "
-                        "one batch axis shared by every input and the target")
-    rows = _step_rows(where, {len(array) for array in checked.values()}, batch.pop(), steps, epochs, shuffle)
-    feeds = StepFeeds({name: array[step_rows] for name, array in checked.items()} for step_rows in rows)
+    per_step = {value.name: value.shape[0] for value, _ in wanted}  # an mse target has the output's first axis
+    keys = {value.name: key for value, key in wanted}
+    rows = _step_rows(where, checked, per_step, keys, steps, epochs, shuffle)
+    feeds = StepFeeds({name: array[rows[name][step]] for name, array in checked.items()}
+                      for step in range(len(rows[wanted[0][0].name])))
     feeds.dataset = Dataset(checked, rows)
     return Batches(feeds)
 
@@ -139,21 +139,30 @@ def _read_member(handle: IO[bytes], where: str, key: str) -> np.ndarray:
         raise UserError(f"{where}: member '{shown(key)}' is not a valid array ({shown(str(exc))})") from None
 
 
-def _step_rows(where: str, lengths: set[int], batch: int, steps: int, epochs: int | None,
-               shuffle: int | None) -> np.ndarray:
-    """The rows of every step (steps x batch): epoch after epoch, each in file order or shuffled."""
-    if len(lengths) != 1:
-        raise UserError(f"{where}: the arrays have different numbers of rows {sorted(lengths)}")
-    rows = lengths.pop()
-    per_epoch = rows // batch
+def _step_rows(where: str, arrays: dict[str, np.ndarray], per_step: dict[str, int], keys: dict[str, str],
+               steps: int, epochs: int | None, shuffle: int | None) -> dict[str, np.ndarray]:
+    """The rows of every step (steps x rows per step) of each array: epoch after epoch, each in file order or
+    shuffled (arrays of the same length get the same order, so samples stay paired)."""
+    per_epoch = min(len(arrays[name]) // count for name, count in per_step.items())
+    if epochs is None and shuffle is None:  # one pass: the file must hold every step
+        for name, count in per_step.items():
+            if len(arrays[name]) < steps * count:
+                raise UserError(f"{where}: '{keys[name]}' has {len(arrays[name])} samples, {steps} steps of batch "
+                                f"{count} need {steps * count} (--epochs or --shuffle run passes over the file)")
     if per_epoch == 0:
-        raise UserError(f"{where}: {rows} rows, fewer than one batch of {batch}")
+        name = min(per_step, key=lambda n: len(arrays[n]) // per_step[n])
+        raise UserError(f"{where}: '{keys[name]}' has {len(arrays[name])} samples, fewer than one batch of "
+                        f"{per_step[name]}")
     total = epochs * per_epoch if epochs is not None else steps
-    needed = -(-total // per_epoch)
-    orders = [np.random.default_rng([shuffle, epoch]).permutation(rows) if shuffle is not None else np.arange(rows)
-              for epoch in range(needed)]
-    used = np.concatenate([order[:per_epoch * batch] for order in orders])
-    return used[:total * batch].reshape(total, batch)
+    passes = -(-total // per_epoch)
+    tables = {}
+    for name, count in per_step.items():
+        length = len(arrays[name])
+        orders = [np.random.default_rng([shuffle, epoch]).permutation(length) if shuffle is not None
+                  else np.arange(length) for epoch in range(passes)]
+        used = np.concatenate([order[:per_epoch * count] for order in orders])
+        tables[name] = used[:total * count].reshape(total, count)
+    return tables
 
 
 def _check_input(where: str, key: str, array: np.ndarray) -> np.ndarray:

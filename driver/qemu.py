@@ -11,13 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from tinyodl.driver.check import SimOutput, StepState
+from tinyodl.driver.check import SimOutput, StepState, check_steps
 from tinyodl.driver.data import Batches
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.progress import Progress
 from tinyodl.driver.reference import ReferenceRun, run_reference
 from tinyodl.driver.report import build_report
-from tinyodl.driver.stepcheck import check_steps
 from tinyodl.driver.timing import add_dma_timing
 from tinyodl.ir.graph import Graph
 

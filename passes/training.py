@@ -66,7 +66,8 @@ def layers(graph: Graph) -> list[tuple[Op, list[Value]]]:
 
 def select_trainable(graph: Graph, spec: str) -> list[Value]:
     chosen = _select(graph, spec.strip())
-    if not chosen and spec.strip() != "none":
+    # `all` is the default and asks for nothing in particular; a selection that finds nothing is a mistake
+    if not chosen and spec.strip() not in ("all", "none"):
         raise PassOptionError(f"--train {spec.strip()}: the model has nothing to train (no learnable parameter "
                               "matches); use --train none to run the forward pass and the loss only")
     return chosen

@@ -119,11 +119,8 @@ def test_huge_batch_fails_fast(tmp_path: Path) -> None:
 
 
 def test_nothing_to_train(tmp_path: Path) -> None:
-    node = helper.make_node("Relu", ["x"], ["y"], name="r")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
-    model = _save(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    assert_refused(run("simulate", model, "--target", "reference", "--report", tmp_path / "r.json"),
+    model = _save(tmp_path, _matmul_model(_weight()))  # a MatMul has no bias
+    assert_refused(run("simulate", model, "--target", "reference", "--train", "bias", "--report", tmp_path / "r.json"),
                    "nothing to train", "--train none")
     assert not (tmp_path / "r.json").exists()
 
