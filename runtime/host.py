@@ -512,10 +512,14 @@ def _run_streaming(command: Sequence[str], timeout_s: float,
     err_text: list[str] = []
 
     def read_stdout() -> None:
+        callback = on_line
         for line in process.stdout:  # type: ignore[union-attr]
             out_lines.append(line)
-            if on_line is not None:
-                on_line(line.rstrip("\n"))
+            if callback is not None:
+                try:
+                    callback(line.rstrip("\n"))
+                except Exception:  # noqa: BLE001 - a failing display must not stop the draining (QEMU would block)
+                    callback = None
 
     readers = [threading.Thread(target=read_stdout, daemon=True),
                threading.Thread(target=lambda: err_text.append(process.stderr.read()), daemon=True)]  # type: ignore[union-attr]

@@ -190,3 +190,11 @@ def test_only_implemented_choices_are_offered() -> None:
     done = subprocess.run([sys.executable, "-m", "tinyodl", "simulate", str(EXAMPLES / "mlp.onnx"), "--dtype",
                            "fp16"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "invalid choice: 'fp16'" in done.stderr
+
+
+def test_a_failing_display_does_not_stop_the_guest_output() -> None:
+    def broken(line: str) -> None:
+        raise BrokenPipeError("stderr closed")
+
+    done = _run_streaming(["bash", "-c", "for i in 1 2 3; do echo line$i; done"], 10.0, broken)
+    assert done.returncode == 0 and done.stdout == "line1\nline2\nline3\n"
