@@ -1,4 +1,4 @@
-"""The step-local check catches a planted kernel bug: one element of a weight gradient off by 0.1%."""
+"""The step-local check catches a planted kernel bug: one element of a weight gradient off by 0.1% (patched\ninto the generated C between the kernel that computes it and the update that reads it)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
 
 def _plant(files: dict[str, str]) -> None:
-    """Scale one element of fc.w's gradient by 1.001 just before the optimizer reads it."""
+    """Scale one element of fc.w's gradient by 1.001 after the kernel computed it, before the update reads it."""
     source = files["src/network.c"]
-    grad = re.search(r'\{ "fc\.w", \w+, (\w+), \d+ \}', source)
-    assert grad is not None, "the params table names fc.w's gradient"
+    grad = re.search(r"#define (\w+) .*/\* gradient fc\.w\.grad,", source)
+    assert grad is not None, "fc.w's gradient has a buffer"
     body = source.index("static void train_step_on_core")
     update = re.compile(r"\n(\s*)RT_REGION\(\d+\);\n.*\(update\): sgd_update fc\.w").search(source, body)
     assert update is not None, "fc.w has an sgd update in the step"
-    bug = f"\n{update.group(1)}if (rt_core_id() == 0) {grad.group(1)}[17] *= 1.001f;"
+    indent = update.group(1)
+    bug = f"\n{indent}if (rt_core_id() == 0) {grad.group(1)}[17] *= 1.001f;\n{indent}rt_barrier();"
     files["src/network.c"] = source[:update.start()] + bug + source[update.start():]
 
 
