@@ -12,6 +12,7 @@ mean over samples of the per-sample loss, as PyTorch's mean reduction gives for 
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,10 @@ def load_eval_data(graph: Graph, data: Path) -> EvalData:
     where = shown(str(data))
     arrays = _read_npz(Path(data), where)
     wanted = [(value, value.origin or value.name) for value in inputs] + [(target, "target")]
+    unused = sorted(set(arrays) - {key for _, key in wanted})
+    if unused:
+        print(f"tinyodl: warning: {where}: array(s) {', '.join(repr(shown(key)) for key in unused)} not used by "
+              f"the model (it reads {', '.join(repr(key) for _, key in wanted)})", file=sys.stderr)
     checked: dict[str, np.ndarray] = {}
     for value, key in wanted:
         if key not in arrays:

@@ -150,3 +150,11 @@ def test_unreadable_data_files(tmp_path: Path) -> None:
                           ("missing.npz", "no such data file"), ("empty.npz", "no samples")):
         with pytest.raises(UserError, match=message):
             load_eval_data(graph, tmp_path / name)
+
+
+def test_arrays_the_model_does_not_read_are_named_in_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    graph = forward_graph(EXAMPLES / "mlp.onnx", Options())
+    data = load_eval_data(graph, dataset(tmp_path / "d.npz", 3, extra=np.zeros(3)))
+    assert data.samples == 3
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and "warning" in warning and "'extra'" in warning
