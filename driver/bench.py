@@ -34,7 +34,9 @@ def compare_reports(main: dict[str, Any], base: dict[str, Any]) -> dict[str, Any
         rows.append({"name": layer["name"], "op": layer["op"], "phase": layer["phase"], "macs": layer["macs"],
                      "instructions_base": busiest_base, "instructions": busiest,
                      "speedup": busiest_base / busiest if busiest else 0.0,
-                     "mac_per_instr": layer["mac_per_instr"]})
+                     "mac_per_instr": layer["mac_per_instr"],
+                     **{key: layer.get(key) for key in ("tiles", "tile_shape", "dma_bytes", "dma_cycles_hidden",
+                                                        "dma_cycles_exposed", "cycles_est")}})
     critical, critical_base = (main["totals"]["critical_path_instructions"],
                                base["totals"]["critical_path_instructions"])
     return {"model": main["model"], "cores": main["cores"], "baseline_cores": base["cores"], "layers": rows,
@@ -43,27 +45,44 @@ def compare_reports(main: dict[str, Any], base: dict[str, Any]) -> dict[str, Any
                        "speedup": critical_base / critical if critical else 0.0,
                        "mac_per_instr": main["totals"]["mac_per_instr"],
                        "cycles_est": main["totals"]["cycles_est"],
-                       "cycles_est_base": base["totals"]["cycles_est"]},
+                       "cycles_est_base": base["totals"]["cycles_est"],
+                       **{key: main["totals"].get(key) for key in ("cycles_step_est", "dma_cycles_hidden",
+                                                                   "dma_cycles_exposed", "mac_per_cycle")}},
             "memory": main["memory"], "check_ok": main["check"]["ok"] and base["check"]["ok"]}
+
+
+def _shape(shape: dict[str, int] | None) -> str:
+    return ",".join(f"{axis}{size}" for axis, size in (shape or {}).items()) or "-"
 
 
 def print_comparison(result: dict[str, Any]) -> None:
     cores, base = result["cores"], result["baseline_cores"]
-    head = (f"{'layer':<28} {'op':<30} {'phase':<8} {'MACs':>10} {f'instr@{base}':>11} {f'instr@{cores}':>10} "
-            f"{'speed-up':>8} {'MAC/instr':>9}")
+    head = (f"{'layer':<26} {'op':<24} {'phase':<8} {'MACs':>10} {f'instr@{base}':>11} {f'instr@{cores}':>10} "
+            f"{'speed-up':>8} {'MAC/instr':>9} {'tiles':>5} {'tile':<18} {'DMA B':>8} {'hidden':>8} {'exposed':>8}")
     print(head)
     print("-" * len(head))
     for row in result["layers"]:
-        print(f"{row['name'][:28]:<28} {row['op'][:30]:<30} {row['phase']:<8} {row['macs']:>10} "
+        print(f"{row['name'][:26]:<26} {row['op'][:24]:<24} {row['phase']:<8} {row['macs']:>10} "
               f"{row['instructions_base']:>11} {row['instructions']:>10} {row['speedup']:>8.2f} "
-              f"{row['mac_per_instr']:>9.3f}")
+              f"{row['mac_per_instr']:>9.3f} {row.get('tiles') or 0:>5} {_shape(row.get('tile_shape'))[:18]:<18} "
+              f"{row.get('dma_bytes') or 0:>8} {row.get('dma_cycles_hidden') or 0:>8} "
+              f"{row.get('dma_cycles_exposed') or 0:>8}")
     totals = result["totals"]
     print("-" * len(head))
-    print(f"{'step (critical path)':<28} {'':<30} {'':<8} {totals['macs']:>10} "
+    print(f"{'step (critical path)':<26} {'':<24} {'':<8} {totals['macs']:>10} "
           f"{totals['critical_path_instructions_base']:>11} {totals['critical_path_instructions']:>10} "
           f"{totals['speedup']:>8.2f} {totals['mac_per_instr']:>9.3f}")
+    memory = result["memory"]
     print(f"est. cycles: {totals['cycles_est_base']} on {base} core(s), {totals['cycles_est']} on {cores}; "
-          f"L2 {result['memory']['l2_bytes']} B; checks {'ok' if result['check_ok'] else 'FAILED'}")
+          f"checks {'ok' if result['check_ok'] else 'FAILED'}")
+    if totals.get("cycles_step_est"):
+        exposed = totals["dma_cycles_exposed"] or 0
+        print(f"step on {cores} cores: {totals['cycles_step_est']} cycles (model estimate) with {exposed} of DMA "
+              f"exposed ({100 * exposed / totals['cycles_step_est']:.1f}%) and {totals['dma_cycles_hidden']} "
+              f"hidden; {totals['mac_per_cycle']:.2f} MAC/cycle for the cluster")
+    if memory.get("l2_peak_bytes"):
+        print(f"L2 plan: peak {memory['l2_peak_bytes']} B, naive {memory['l2_naive_bytes']} B, lower bound "
+              f"{memory['l2_lower_bound_bytes']} B; L1 {memory['l1_bytes']} of {memory['l1_capacity']} B")
 
 
 def cmd_bench(args: argparse.Namespace, options: Options) -> int:
