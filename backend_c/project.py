@@ -25,6 +25,7 @@ from tinyodl.driver.options import Options, UserError
 from tinyodl.frontend.onnx_load import shown
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.registry import kernel_of, op_macs
+from tinyodl.ir.target import Target
 from tinyodl.ir.types import Phase, Role
 from tinyodl.passes.memory import plan_memory
 from tinyodl.runtime.host import render_linker_script
@@ -152,7 +153,7 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     program = lower_to_program(graph, len(batches), target.cores)
     env = _environment()
     context = {"program": program, "model": comment_text(graph.name), **dataset_context(batches, program.inputs),
-               "dma_check": options.dma_check,
+               "dma_check": options.dma_check, "dma_timing": _dma_timing(target),
                "l1_bytes": target.l1_bytes, "l2_bytes": target.l2_bytes, "stack_bytes": STACK_BYTES,
                "num_cores": target.cores, "static_bytes": program.arena_bytes, "print_outputs": outputs}
     if outputs:
@@ -183,6 +184,13 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
                                         "params": [name for name, _ in program.trainable],
                                         "static_bytes": program.arena_bytes}, indent=1) + "\n"
     return program, files
+
+
+def _dma_timing(target: Target) -> str:
+    return " ".join([f"-DRT_DMA_L2_TO_L1_SETUP_CYCLES={target.dma_in_setup_cycles}u",
+                     f"-DRT_DMA_L2_TO_L1_BYTES_PER_100_CYCLES={round(100 * target.dma_in_bytes_per_cycle)}u",
+                     f"-DRT_DMA_L1_TO_L2_SETUP_CYCLES={target.dma_out_setup_cycles}u",
+                     f"-DRT_DMA_L1_TO_L2_BYTES_PER_100_CYCLES={round(100 * target.dma_out_bytes_per_cycle)}u"])
 
 
 def _check_replaceable(out_dir: Path) -> None:
