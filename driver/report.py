@@ -34,6 +34,7 @@ def build_report(graph: Graph, options: Options, program: Any, result: Any, simu
     busiest_total = max(per_core_total) if per_core_total else 0
     return {
         "model": graph.name, "target": "qemu", "platform": options.target().describe(), "dtype": options.dtype,
+        "cycle_model": dict(result.cycle_model),
         "cores": cores, "steps_run": steps,
         "steps": [{"loss": loss} for loss in simulated.losses],
         "check": check,
@@ -73,6 +74,7 @@ def reference_report(graph: Graph, options: Options, losses: list[float]) -> dic
     steps = len(losses)
     return {
         "model": graph.name, "target": "reference", "platform": options.target().describe(), "dtype": options.dtype,
+        "cycle_model": None,
         "cores": options.target().cores, "steps_run": steps,
         "steps": [{"loss": loss} for loss in losses],
         "check": {"ok": True, "worst": None, "reason": "the reference is the golden run; nothing to compare"},
