@@ -22,10 +22,9 @@ from tinyodl.ir.graph import Graph
 
 
 def parse_output(stdout: str, param_names: list[str], state_names: Sequence[str] = ()) -> SimOutput:
-    """Read the LOSS lines, the STATE blocks (P / G / S) and the final PARAM / GRAD blocks that the generated
-    main() prints."""
+    """Read the LOSS lines and the STATE blocks (P / G / S) that the generated main() prints; the last state
+    holds the trained parameters and the last step's gradients."""
     losses: dict[int, float] = {}
-    blocks: dict[str, dict[str, np.ndarray]] = {"PARAM": {}, "GRAD": {}}
     states: dict[int, StepState] = {}
     current: StepState | None = None
     dma = (0, 0, 0)
@@ -38,18 +37,17 @@ def parse_output(stdout: str, param_names: list[str], state_names: Sequence[str]
             losses[int(parts[1])] = _float_bits(parts[2])
         elif len(parts) == 2 and parts[0] == "STATE":
             current = states[int(parts[1])] = StepState()
-        elif len(parts) == 3 and parts[0] in ("PARAM", "GRAD", "P", "G", "S"):
+        elif len(parts) == 3 and parts[0] in ("P", "G", "S"):
             index, raw = int(parts[1]), _words(parts[0], int(parts[2]), lines)
-            if parts[0] in blocks:
-                blocks[parts[0]][param_names[index]] = raw.view(np.float32).copy()
-            elif current is None:
+            if current is None:
                 raise ValueError(f"a {parts[0]} block before any STATE line")
-            elif parts[0] == "S":
+            if parts[0] == "S":
                 current.state[state_names[index]] = raw
             else:
                 target = current.params if parts[0] == "P" else current.grads
                 target[param_names[index]] = raw.view(np.float32).copy()
-    return SimOutput([losses[i] for i in sorted(losses)], blocks["PARAM"], blocks["GRAD"], dma, states)
+    last = states[max(states)] if states else StepState()
+    return SimOutput([losses[i] for i in sorted(losses)], last.params, last.grads, dma, states)
 
 
 def _float_bits(text: str) -> float:
