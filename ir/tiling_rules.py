@@ -331,7 +331,7 @@ def _channel_build(kernel: str, ins: Sequence[TensorType], outs: Sequence[Tensor
 
 
 def _channel_run(plan: TilePlan, entries: Sequence[tuple[int, ...]], arrays: list[np.ndarray]) -> list[np.ndarray]:
-    inputs = []
+    inputs: list[np.ndarray] = []
     for operand, array in zip([o for o in plan.operands if o.mode == IN], arrays, strict=True):
         if operand.name.startswith("vec"):
             inputs.append(array.reshape(-1))
