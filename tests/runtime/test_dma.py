@@ -3,10 +3,13 @@ coexistence with barriers. Guest programs are in tests/runtime/guest/dma_*.c."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from guests import RUN_TIMEOUT_S, build_guest, host
+
+from tinyodl.ir.target import PULP8
 
 # (row_bytes, rows) of the geometries in dma_transfers.c, each moved L2 -> L1 and back
 TRANSFER_CASES = [(1, 1), (1001, 1), (4096, 1), (13, 7), (64, 5), (5, 9), (3, 31), (1, 0)]
@@ -107,3 +110,16 @@ def test_barriers_and_transfers_interleave_and_the_engine_is_not_a_core(
     assert all(4 not in regions[hart] for hart in range(1, cores))
     assert list(regions[cores]) == [0]
     assert regions[cores][0].insns > big_bytes // 4
+
+
+def test_runtime_timing_defaults_are_the_default_platforms() -> None:
+    """The runtime's counters and the report's DMA figures must use the same parameters."""
+    header = (host.RUNTIME_C_DIR / "tinyodl_rt.h").read_text()
+    defaults = dict(re.findall(r"#define (RT_DMA_\w+_(?:CYCLES|SLOTS)) (\d+)u?\n", header))
+    assert defaults["RT_DMA_L2_TO_L1_SETUP_CYCLES"] == str(PULP8.dma_in_setup_cycles)
+    assert defaults["RT_DMA_L1_TO_L2_SETUP_CYCLES"] == str(PULP8.dma_out_setup_cycles)
+    assert int(defaults["RT_DMA_L2_TO_L1_BYTES_PER_100_CYCLES"]) == round(100 * PULP8.dma_in_bytes_per_cycle)
+    assert int(defaults["RT_DMA_L1_TO_L2_BYTES_PER_100_CYCLES"]) == round(100 * PULP8.dma_out_bytes_per_cycle)
+    for size in (1, 194, 1000, 4096, 65537):
+        assert modelled_cycles(size, 21, 800) == PULP8.dma_cycles(size, to_l1=True)
+        assert modelled_cycles(size, 23, 776) == PULP8.dma_cycles(size, to_l1=False)
