@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value
+from tinyodl.ir.registry import kernel_of
 from tinyodl.ir.types import DType, Layout, Phase, Role, TensorType
 
 _BARE_NAME = re.compile(r"[A-Za-z0-9_.$\-/]+\Z")
@@ -105,7 +106,7 @@ def _plan_summary(graph: Graph) -> str:
     where = ""
     if 0 <= plan.peak_op < len(graph.ops):
         op = graph.ops[plan.peak_op]
-        where = f" at op #{plan.peak_op} {op.type} {json.dumps(op.node)}"
+        where = f" at op #{plan.peak_op} {kernel_of(op.type, op.attrs)[0]} {json.dumps(op.node)}"
     return (f"l2 plan: peak {plan.peak_bytes} B{where}, lower bound {plan.lower_bound_bytes} B, "
             f"naive {plan.naive_bytes} B")
 

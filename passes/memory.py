@@ -47,7 +47,7 @@ class Memory(Pass):
         plan = plan_memory(graph, in_place=self.in_place)
         if self.l2_bytes and plan.peak_bytes > self.l2_bytes:
             op = graph.ops[plan.peak_op]
-            raise PassError(f"the L2 plan needs {plan.peak_bytes} bytes at op #{plan.peak_op} {op.type} "
+            raise PassError(f"the L2 plan needs {plan.peak_bytes} bytes at op #{plan.peak_op} {_kernel(op)} "
                             f"(node {op.node!r}), more than the L2 budget of {self.l2_bytes} bytes")
         return True
 
