@@ -7,7 +7,7 @@ from typing import Any
 from tinyodl.driver.check import SimOutput
 from tinyodl.driver.options import Options
 from tinyodl.ir.graph import Graph
-from tinyodl.ir.registry import op_macs
+from tinyodl.ir.registry import kernel_of, op_macs
 
 
 def build_report(graph: Graph, options: Options, program: Any, result: Any, simulated: SimOutput,
@@ -62,8 +62,10 @@ def memory_plan_fields(graph: Graph) -> dict[str, Any]:
     if plan is None:
         return {}
     roles = {value.name: value.role.value for value in graph.all_values()}
+    peak = graph.ops[plan.peak_op]
     return {"l2_peak_bytes": plan.peak_bytes, "l2_naive_bytes": plan.naive_bytes,
             "l2_lower_bound_bytes": plan.lower_bound_bytes, "l2_peak_op": plan.peak_op,
+            "l2_peak_kernel": kernel_of(peak.type, peak.attrs)[0], "l2_peak_node": peak.node,
             "tensors": [{"name": t.name, "offset": t.offset, "size": t.size, "first": t.first, "last": t.last,
                          "role": roles.get(t.name, ""), "shares": t.shares} for t in plan.tensors]}
 
