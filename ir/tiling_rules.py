@@ -254,7 +254,7 @@ def _gemm_run(plan: TilePlan, entries: Sequence[tuple[int, ...]], arrays: list[n
 
 # -- element-wise over flat chunks ----------------------------------------------------------------------
 FLAT_KERNELS = ("add", "relu", "relu_grad", "leaky_relu", "leaky_relu_grad", "sigmoid", "sigmoid_grad", "tanh",
-                "tanh_grad", "clip", "clip_grad", "sgd_update", "adam_update", "mse_loss_grad")
+                "tanh_grad", "clip", "clip_grad", "sgd_update", "adam_update")
 
 
 def _flat_length(ins: Sequence[TensorType]) -> int:
@@ -283,10 +283,7 @@ def _flat_build(kernel: str, ins: Sequence[TensorType], outs: Sequence[TensorTyp
 
 
 def _flat_run(plan: TilePlan, entries: Sequence[tuple[int, ...]], arrays: list[np.ndarray]) -> list[np.ndarray]:
-    flat = [a.reshape(-1) for a in arrays]
-    if plan.kernel == "mse_loss_grad":  # the gradient divides by the whole tensor's size
-        return [2.0 * (flat[0] - flat[1]) / plan.axes[0].extent]
-    return _reference(plan.kernel, flat, plan.attrs)
+    return _reference(plan.kernel, [a.reshape(-1) for a in arrays], plan.attrs)
 
 
 # -- per-channel maps and reductions over [N, C, plane] ---------------------------------------------

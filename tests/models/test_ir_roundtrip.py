@@ -29,8 +29,13 @@ def _dumps(model: Path, options: Options) -> list[str]:
 @pytest.mark.parametrize("name", ["resnet8", "dscnn", "lenet", "mlp"])
 def test_every_stage_round_trips(name: str, options: Options) -> None:
     dumps = _dumps(EXAMPLES / f"{name}.onnx", options)
-    assert len(dumps) == 3  # import, canonicalize, training
+    assert len(dumps) == 5  # import, canonicalize, training, tiling, memory
     for text in dumps:
         graph = parse_graph(text)
         verify_graph(graph)
-        assert print_graph(graph) == text
+        assert _without_comments(print_graph(graph)) == _without_comments(text)
+
+
+def _without_comments(text: str) -> str:
+    """The memory plan's summary is a comment line derived from the offsets, which do round-trip."""
+    return "\n".join(line for line in text.splitlines() if not line.strip().startswith("//"))
