@@ -96,7 +96,7 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
         try:
             if op.type == "tile_loop":
                 loop = emit_tile_loop(op, ctx, lambda v: buffers[v].symbol, comment)
-                calls.append(KernelCall(loop.call, comment + " (tiled)", region.id, ctx.decls, loop.definitions))
+                calls.append(KernelCall(loop.call, comment, region.id, ctx.decls, loop.definitions))
                 l1_bytes = max(l1_bytes, loop.l1_bytes)
                 continue
             code = emitter(op, ctx)
