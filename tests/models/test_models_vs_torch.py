@@ -19,6 +19,7 @@ from tinyodl.driver.data import load_batches
 from tinyodl.driver.options import Options
 from tinyodl.driver.pipeline import build_training_graph
 from tinyodl.driver.reference import run_reference
+from tinyodl.ir.registry import kernel_of
 
 torch = pytest.importorskip("torch")
 
@@ -71,12 +72,15 @@ def _torch_run(name: str, options: Options, trainable: set[str], batches: list[d
     return losses, {key: p.detach().numpy().copy() for key, p in params.items()}
 
 
+# These compare numbers with PyTorch at batch 2: ResNet8 with momentum or Adam needs more than pulp8's 2 MiB
+# of L2, so they get a larger budget (the budget itself is tested with the memory pass).
+BIG_L2 = 16 * 1024 * 1024
 CONFIGS = {
-    "sgd": Options(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, nesterov=True, batch=2),
-    "adam": Options(optimizer="adam", lr=1e-3, weight_decay=1e-3, batch=2),
-    "adamw-mse": Options(optimizer="adamw", lr=1e-3, weight_decay=0.05, loss="mse", batch=2),
-    "frozen-prefix": Options(optimizer="sgd", lr=0.05, momentum=0.5, train="last:2", batch=2),
-    "bias-only": Options(optimizer="sgd", lr=0.1, train="bias", batch=1),
+    "sgd": Options(l2_bytes=BIG_L2, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, nesterov=True, batch=2),
+    "adam": Options(l2_bytes=BIG_L2, optimizer="adam", lr=1e-3, weight_decay=1e-3, batch=2),
+    "adamw-mse": Options(l2_bytes=BIG_L2, optimizer="adamw", lr=1e-3, weight_decay=0.05, loss="mse", batch=2),
+    "frozen-prefix": Options(l2_bytes=BIG_L2, optimizer="sgd", lr=0.05, momentum=0.5, train="last:2", batch=2),
+    "bias-only": Options(l2_bytes=BIG_L2, optimizer="sgd", lr=0.1, train="bias", batch=1),
 }
 
 
@@ -105,4 +109,5 @@ def test_training_steps_match_pytorch(name: str, config: str) -> None:
 def test_frozen_prefix_emits_no_backward_below_the_trainable_layers() -> None:
     graph = build_training_graph(EXAMPLES / "resnet8.onnx", Options(train="last:1"))
     backward = [op for op in graph.ops if op.phase.value == "backward"]
-    assert [op.type for op in backward] == ["softmax_cross_entropy_grad", "gemm", "reduce_sum", "reshape"]
+    assert [kernel_of(op.type, op.attrs)[0] for op in backward] == ["softmax_cross_entropy_grad", "gemm", "reduce_sum",
+                                                                     "reshape"]

@@ -18,7 +18,7 @@ def test_presets_are_registered_by_name_and_pulp8_is_one() -> None:
 
 
 @pytest.mark.parametrize(("target", "cores", "l1_bytes", "l2_bytes", "fp16"), [
-    (PULP8, 8, 128 * KIB, 64 * 1024 * KIB, True),
+    (PULP8, 8, 128 * KIB, 2 * 1024 * KIB, True),
     (GAP8, 8, 64 * KIB, 512 * KIB, False),     # Bitcraze AI-deck docs; GreenWaves GAP8/GAP9 table
     (GAP9, 8, 128 * KIB, 1536 * KIB, True),    # GreenWaves GAP8/GAP9 table: L1 128 kB, RAM 1.5 MB
 ])
