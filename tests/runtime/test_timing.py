@@ -18,14 +18,6 @@ N_L1, N_L2, LOOP_ITERS = 100, 50, 40
 
 
 @pytest.fixture(scope="module")
-def toolchain() -> host.Toolchain:
-    try:
-        return host.find_toolchain(need_plugin=True)
-    except host.ToolchainError as error:
-        pytest.skip(f"RISC-V toolchain not available: {error}")
-
-
-@pytest.fixture(scope="module")
 def elf(tmp_path_factory: pytest.TempPathFactory, toolchain: host.Toolchain) -> Path:
     out = tmp_path_factory.mktemp("timing") / "mem_timing.elf"
     return host.compile_and_link([GUEST], out, defines={"N_L1": N_L1, "N_L2": N_L2, "LOOP_ITERS": LOOP_ITERS},
