@@ -27,6 +27,7 @@ ELEMENT_CYCLES = 4.0            # an element-wise kernel's cycles per element on
 TILE_OVERHEAD_CYCLES = 2000     # per tile: three barriers, core 0 issuing and waiting for DMA, kernel set-up
 WORK_PER_CORE_GRANULE = 16      # output elements below which a core of the team has nothing to do
 CHANNEL_BLOCK = 4
+MAX_TILES_PER_AXIS = 4096       # finer cuts only multiply the per-tile overhead (and the pass's own time)
 WINDOW_FAMILIES = ("conv_fwd", "conv_grad_input", "conv_grad_weight", "pool", "pool_grad")
 DMA_SETUP_CYCLES = 21           # per transfer, and bytes per cycle (the platform's figures, GVSoC pulp-open)
 DMA_BYTES_PER_CYCLE = 8.0
@@ -144,11 +145,14 @@ def _candidates(extent: int, step: int, granule: int = 1) -> list[int]:
     """Tile sizes worth trying, ascending: ceil(extent / k) rounded up to the step for k = 1..8, then
     k growing by a quarter each time (a few dozen sizes even for long flat axes). Sizes of at least one
     granule (a dense kernel's block of 4 channels) are rounded up to whole granules; the sizes below one
-    granule stay, for budgets that need them."""
-    sizes = {extent, *range(step, min(extent, granule * step) + 1, step)}
+    granule stay, for budgets that need them. No axis is cut into more than MAX_TILES_PER_AXIS tiles."""
+    smallest = max(step, -(-extent // MAX_TILES_PER_AXIS // step) * step)
+    sizes = {extent, *range(smallest, min(extent, max(smallest, granule * step)) + 1, step)}
     parts = 1
     while parts <= extent:
         size = -(-extent // parts)
+        if size < smallest:
+            break
         if size >= granule:
             size = -(-size // granule) * granule
         sizes.add(min(extent, -(-size // step) * step))
