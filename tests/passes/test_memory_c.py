@@ -74,6 +74,7 @@ def test_a_plan_over_the_l2_budget_is_one_line_and_writes_nothing(tmp_path: Path
     assert result.stdout == "" and not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_program_that_overflows_l2_at_link_time_names_the_budget(tmp_path: Path) -> None:
     try:
         host.find_toolchain(need_plugin=False)
