@@ -54,12 +54,15 @@ def check_steps(graph: Graph, feeds: Sequence[Mapping[str, np.ndarray]], simulat
     bad = [step for step, loss in enumerate(simulated.losses) if not np.isfinite(loss)]
     if bad:
         return _failed(f"loss[step {bad[0]}]", f"the loss of step {bad[0]} is {simulated.losses[bad[0]]}")
-    steps = [step for step in sorted(simulated.states) if step == 0 or step - 1 in simulated.states]
+    grad_of = {op.inputs[0].name: op.inputs[1].name for op in graph.ops
+               if op.phase is Phase.UPDATE and len(op.inputs) > 1}
+    # a checkpoint step: the state before it was printed, and so were its gradients (a state printed only
+    # as "the step before a checkpoint" has none, even when the step before it happens to be printed too)
+    steps = [step for step in sorted(simulated.states) if (step == 0 or step - 1 in simulated.states)
+             and (simulated.states[step].grads or not grad_of)]
     if not steps:
         return _failed("state", "the program printed no checkpoint states")
     trainable = {v.origin or v.name: v for v in graph.trainable_params()}
-    grad_of = {op.inputs[0].name: op.inputs[1].name for op in graph.ops
-               if op.phase is Phase.UPDATE and len(op.inputs) > 1}
     worst: dict[str, Any] = {"tensor": "", "rel_err": 0.0, "tolerance_ratio": -1.0}
     for step in steps:
         before = _state_before(graph, simulated, step, trainable)
