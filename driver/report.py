@@ -112,6 +112,14 @@ def print_summary(report: dict[str, Any]) -> None:
     print(platform_line(report["platform"]))
     print(f"cores {report['cores']}, est. cycles (busiest core) {totals['cycles_est']}, "
           f"L1 {memory['l1_bytes']} B, L2 {memory['l2_bytes']} B, DMA {memory['dma_bytes']} B")
+    if totals.get("cycles_step_est"):
+        exposed = totals["dma_cycles_exposed"]
+        tiles = sum(layer.get("tiles", 0) for layer in report["layers"])
+        plan = f"; L2 plan peak {memory['l2_peak_bytes']} B (naive {memory['l2_naive_bytes']} B)" \
+            if memory.get("l2_peak_bytes") else ""
+        print(f"step (model estimate): {totals['cycles_step_est']} cycles, DMA {exposed} exposed "
+              f"({100 * exposed / totals['cycles_step_est']:.1f}%) and {totals['dma_cycles_hidden']} hidden, "
+              f"{totals['mac_per_cycle']:.2f} MAC/cycle; {tiles} tiles{plan}")
     check = report["check"]
     worst = check["worst"]
     print(f"check: {'ok' if check['ok'] else 'FAILED'} (worst {worst['tensor']}: relative error "
