@@ -66,26 +66,7 @@ def load_batches(graph: Graph, data: Path | None, steps: int, *, epochs: int | N
         if epochs is not None or shuffle is not None:
             raise UserError("--epochs and --shuffle need a data file (--data)")
         return Batches([_random_feed(graph, inputs, target, step) for step in range(steps)])
-    where = shown(str(data))
-    arrays = _read_npz(data, where)
-    wanted = [(v, v.origin or v.name) for v in inputs] + [(target, "target")]
-    unused = sorted(set(arrays) - {key for _, key in wanted})
-    if unused:
-        print(f"tinyodl: warning: {where}: array(s) {', '.join(repr(k) for k in unused)} not used by the model "
-              f"(it reads {', '.join(repr(key) for _, key in wanted)})", file=sys.stderr)
-    checked: dict[str, np.ndarray] = {}
-    for value, key in wanted:
-        if key not in arrays:
-            raise UserError(f"{where}: no array '{key}' (the model's inputs are "
-                            f"{', '.join(v.origin or v.name for v in inputs)}, plus 'target')")
-        array = arrays[key]
-        if array.ndim == 0:
-            raise UserError(f"{where}: '{key}' is a 0-d array; it needs one row per sample")
-        if array.shape[1:] != value.shape[1:]:
-            raise UserError(f"{where}: '{key}' has sample shape {list(array.shape[1:])}, the model needs "
-                            f"{list(value.shape[1:])}")
-        array = _check_target(where, array, graph, target) if value is target else _check_input(where, key, array)
-        checked[value.name] = array.astype(value.dtype.numpy)  # the reference sees exactly what the program gets
+    where, wanted, checked = read_model_arrays(graph, data, inputs, target)
     per_step = {value.name: value.shape[0] for value, _ in wanted}  # an mse target has the output's first axis
     keys = {value.name: key for value, key in wanted}
     rows = _step_rows(where, checked, per_step, keys, steps, epochs, shuffle)
@@ -93,6 +74,35 @@ def load_batches(graph: Graph, data: Path | None, steps: int, *, epochs: int | N
                       for step in range(len(rows[wanted[0][0].name])))
     feeds.dataset = Dataset(checked, rows)
     return Batches(feeds)
+
+
+def read_model_arrays(graph: Graph, data: Path, inputs: list[Value], target: Value
+                      ) -> tuple[str, list[tuple[Value, str]], dict[str, np.ndarray]]:
+    """The data file's array for every model input and the target, checked and converted to the model's
+    dtypes (by IR value name); a warning names the arrays the model does not read. Returns the file's name
+    as shown in messages, the (value, array name) pairs, and the arrays."""
+    where = shown(str(data))
+    arrays = _read_npz(Path(data), where)
+    wanted = [(v, v.origin or v.name) for v in inputs] + [(target, "target")]
+    unused = sorted(set(arrays) - {key for _, key in wanted})
+    if unused:
+        print(f"tinyodl: warning: {where}: array(s) {', '.join(repr(shown(k)) for k in unused)} not used by the "
+              f"model (it reads {', '.join(repr(key) for _, key in wanted)})", file=sys.stderr)
+    checked: dict[str, np.ndarray] = {}
+    for value, key in wanted:
+        if key not in arrays:
+            raise UserError(f"{where}: no array '{key}' (the model's inputs are "
+                            f"{', '.join(v.origin or v.name for v in inputs)}, plus 'target')")
+        array = arrays[key]
+        if array.ndim == 0:
+            raise UserError(f"{where}: '{key}' is a 0-d array without a sample shape; it needs one row per "
+                            "sample")
+        if array.shape[1:] != value.shape[1:]:
+            raise UserError(f"{where}: '{key}' has sample shape {list(array.shape[1:])}, the model needs "
+                            f"{list(value.shape[1:])}")
+        array = _check_target(where, array, graph, target) if value is target else _check_input(where, key, array)
+        checked[value.name] = array.astype(value.dtype.numpy)  # the reference sees exactly what the program gets
+    return where, wanted, checked
 
 
 def _read_npz(data: Path, where: str) -> dict[str, np.ndarray]:

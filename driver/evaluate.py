@@ -12,7 +12,6 @@ mean over samples of the per-sample loss, as PyTorch's mean reduction gives for 
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -24,7 +23,7 @@ import onnx
 
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
-from tinyodl.frontend.onnx_load import shown
+from tinyodl.driver.qemu import read_words
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.types import Phase
@@ -59,31 +58,15 @@ class EvalData:
 
 def load_eval_data(graph: Graph, data: Path) -> EvalData:
     """Every row of `data` in batches of the graph's batch size; the arrays are checked as for training."""
-    from tinyodl.driver.data import _check_input, _check_target, _read_npz
+    from tinyodl.driver.data import read_model_arrays
 
     output, target = loss_operands(graph)
     inputs = [value for value in graph.inputs if value is not target]
-    where = shown(str(data))
-    arrays = _read_npz(Path(data), where)
-    wanted = [(value, value.origin or value.name) for value in inputs] + [(target, "target")]
-    unused = sorted(set(arrays) - {key for _, key in wanted})
-    if unused:
-        print(f"tinyodl: warning: {where}: array(s) {', '.join(repr(shown(key)) for key in unused)} not used by "
-              f"the model (it reads {', '.join(repr(key) for _, key in wanted)})", file=sys.stderr)
-    checked: dict[str, np.ndarray] = {}
-    for value, key in wanted:
-        if key not in arrays:
-            raise UserError(f"{where}: no array '{key}' (the model's inputs are "
-                            f"{', '.join(v.origin or v.name for v in inputs)}, plus 'target')")
-        array = arrays[key]
-        if array.ndim == 0 or array.shape[1:] != value.shape[1:]:
-            raise UserError(f"{where}: '{key}' has sample shape {list(array.shape[1:])}, the model needs "
-                            f"{list(value.shape[1:])}")
-        rows = {len(other) for other in checked.values()}
-        if rows and len(array) not in rows:
-            raise UserError(f"{where}: '{key}' has {len(array)} rows, the other arrays {rows.pop()}")
-        array = _check_target(where, array, graph, target) if value is target else _check_input(where, key, array)
-        checked[value.name] = array.astype(value.dtype.numpy)
+    where, wanted, checked = read_model_arrays(graph, Path(data), inputs, target)
+    first = len(checked[wanted[0][0].name])
+    for value, key in wanted[1:]:
+        if len(checked[value.name]) != first:
+            raise UserError(f"{where}: '{key}' has {len(checked[value.name])} rows, the other arrays {first}")
     samples = len(checked[target.name])
     if samples == 0:
         raise UserError(f"{where}: the arrays hold no samples")
@@ -251,14 +234,7 @@ def parse_outputs(stdout: str) -> dict[int, np.ndarray]:
         if len(parts) != 3 or parts[0] != "OUT":
             continue
         step, numel = int(parts[1]), int(parts[2])
-        words: list[str] = []
-        for body in lines:
-            if body.strip() == "END":
-                break
-            words.extend(body.split())
-        if len(words) != numel:
-            raise ValueError(f"outputs of step {step}: {len(words)} words printed, {numel} expected")
-        found[step] = np.array([int(word, 16) for word in words], dtype=np.uint32).view(np.float32)
+        found[step] = read_words(f"outputs of step {step}", numel, lines).view(np.float32)
     return found
 
 

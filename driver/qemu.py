@@ -38,7 +38,7 @@ def parse_output(stdout: str, param_names: list[str], state_names: Sequence[str]
         elif len(parts) == 2 and parts[0] == "STATE":
             current = states[int(parts[1])] = StepState()
         elif len(parts) == 3 and parts[0] in ("P", "G", "S"):
-            index, raw = int(parts[1]), _words(parts[0], int(parts[2]), lines)
+            index, raw = int(parts[1]), read_words(parts[0], int(parts[2]), lines)
             if current is None:
                 raise ValueError(f"a {parts[0]} block before any STATE line")
             if parts[0] == "S":
@@ -65,7 +65,8 @@ def _show_loss(line: str, progress: Progress) -> None:
             return  # a garbled line: parse_output reports the malformed output once QEMU is done
 
 
-def _words(tag: str, numel: int, lines: Iterator[str]) -> np.ndarray:
+def read_words(tag: str, numel: int, lines: Iterator[str]) -> np.ndarray:
+    """The hex words of one printed block up to its END line, as raw 32-bit words."""
     words: list[str] = []
     for body in lines:
         if body.strip() == "END":
