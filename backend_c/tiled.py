@@ -12,7 +12,7 @@ from tinyodl.backend_c.emitters import EMITTERS, EmitContext, _conv_fields, _poo
 from tinyodl.backend_c.names import c_float
 from tinyodl.ir.graph import Op, Value
 from tinyodl.ir.ops.tiling import plan_of
-from tinyodl.ir.registry import kernel_of
+from tinyodl.ir.registry import kernel_of, lookup
 from tinyodl.ir.tiling import IN, INOUT, OUT, OperandTiling, Slice, TilePlan
 
 _MODES = {IN: "RT_TILE_IN", OUT: "RT_TILE_OUT", INOUT: "RT_TILE_INOUT"}
@@ -207,8 +207,6 @@ def emit_tile_loop(op: Op, ctx: EmitContext, buffer_of: Callable[[Value], str], 
     """The definitions and the call of one tile loop; `title` names the layer in comments."""
     plan = plan_of(op)
     kernel, attrs = kernel_of(op.type, op.attrs)
-    from tinyodl.ir.registry import lookup
-
     attrs = lookup(kernel).with_defaults(attrs)
     name = ctx.symbols.make(f"{op.outputs[0].name if op.outputs else op.inputs[0].name}_tiles", "tl_")
     tile = _Tile(plan, op)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -244,8 +244,9 @@ class Family:
     build: Callable[[str, Sequence[TensorType], Sequence[TensorType], Mapping[str, Any], Mapping[str, int]],
                     tuple[list[Axis], list[OperandTiling]]]
     run: Callable[[TilePlan, Sequence[tuple[int, ...]], list[np.ndarray]], list[np.ndarray]]
+    # whether the family takes this instance of one of its kernels (else it runs as one whole tile)
+    accepts: Callable[[str, Sequence[TensorType], Sequence[TensorType], Mapping[str, Any]], bool]
     doc: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _v4(shape: Sequence[int]) -> tuple[int, ...]:
@@ -275,7 +276,7 @@ _BY_KERNEL = {kernel: family for family in FAMILIES.values() for kernel in famil
 def family_of(kernel: str, in_types: Sequence[TensorType], out_types: Sequence[TensorType],
               attrs: Mapping[str, Any]) -> Family:
     family = _BY_KERNEL.get(kernel)
-    if family is not None and family.extra["accepts"](kernel, in_types, out_types, attrs):
+    if family is not None and family.accepts(kernel, in_types, out_types, attrs):
         return family
     return FAMILIES["whole"]
 
