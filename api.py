@@ -19,6 +19,7 @@ import onnx
 
 from tinyodl.driver.data import load_batches
 from tinyodl.driver.evaluate import Evaluation, evaluate_before_after, load_eval_data
+from tinyodl.driver.files import write_c_project
 from tinyodl.driver.onnx_io import final_state, init_from, parameter_values
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
@@ -49,17 +50,17 @@ class SimulationResult:
 
 
 def compile(model: Model, out_dir: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = None,
-            steps: int = 1, epochs: int | None = None, shuffle: int | None = None, **options: Any) -> Path:
+            steps: int = 1, epochs: int | None = None, shuffle: int | None = None, force: bool = False,
+            **options: Any) -> Path:
     """Write a self-contained C project (make; make run) that runs `steps` training steps on `data` (a
     deterministic random batch without it; `epochs` and `shuffle` as for `simulate`). Returns the project
-    directory."""
-    from tinyodl.backend_c.project import write_project
-
+    directory. An earlier project there is updated (files tinyodl did not write are kept); a directory that
+    holds other files and no project is refused unless `force`."""
     checked = Options.from_kwargs(**options)
     graph = build_training_graph(_source(model), checked)
     batches = load_batches(graph, _path(data), steps, epochs=epochs, shuffle=shuffle)
     out = Path(out_dir)
-    write_project(graph, batches, checked, out)
+    write_c_project(graph, batches, checked, out, force=force)
     return out
 
 

@@ -174,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = sub.add_parser("compile", parents=[parent], help="emit a self-contained C project")
     compile_.add_argument("model", type=Path)
-    compile_.add_argument("-o", "--output", type=Path, required=True, help="the project directory")
+    compile_.add_argument("-o", "--output", type=Path, required=True,
+                          help="the project directory (an earlier project there is updated, other files kept)")
+    compile_.add_argument("--force", action="store_true",
+                          help="also write into a directory that is not a tinyodl project, over files at the "
+                               "project's paths (other files are kept)")
     compile_.add_argument("--data", type=Path, default=None, help="the data to embed (default: a random batch)")
     compile_.add_argument("--steps", type=int, default=1, help="training steps the program runs")
     _data_order_options(compile_)

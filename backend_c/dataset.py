@@ -7,28 +7,35 @@ Rows are the first axis of every data input; all inputs of a step take the same 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tinyodl.backend_c.names import c_float_exact
 from tinyodl.backend_c.program import Buffer
-from tinyodl.driver.data import Dataset
 
 
-def dataset_of(steps: Sequence[Mapping[str, np.ndarray]]) -> Dataset:
-    """The dataset behind per-step feeds: the one the data loader attached, or every step's rows in turn."""
-    attached = getattr(steps, "dataset", None)
-    if isinstance(attached, Dataset):
-        return attached
-    names = list(steps[0]) if steps else []
-    arrays = {name: np.concatenate([np.asarray(feed[name]) for feed in steps]) for name in names}
-    return Dataset(arrays, {name: np.arange(len(arrays[name])).reshape(len(steps), -1) for name in names})
+@dataclass
+class TrainingData:
+    """What a program trains on: per data input (IR name), its rows (rows x sample) and the rows each of the
+    `steps` steps takes (steps x rows per step)."""
+
+    steps: int
+    arrays: dict[str, np.ndarray]
+    rows: dict[str, np.ndarray]
+
+    @classmethod
+    def from_steps(cls, feeds: Sequence[Mapping[str, np.ndarray]]) -> TrainingData:
+        """The data of per-step feeds (input name -> that step's batch): every step's rows in turn."""
+        names = list(feeds[0]) if feeds else []
+        arrays = {name: np.concatenate([np.asarray(feed[name]) for feed in feeds]) for name in names}
+        return cls(len(feeds), arrays,
+                   {name: np.arange(len(arrays[name])).reshape(len(feeds), -1) for name in names})
 
 
-def dataset_context(steps: Sequence[Mapping[str, np.ndarray]], inputs: Sequence[Buffer]) -> dict[str, Any]:
+def dataset_context(dataset: TrainingData, inputs: Sequence[Buffer]) -> dict[str, Any]:
     """What data.h.j2 renders, per input: its rows as a C initializer and its step x row table."""
-    dataset = dataset_of(steps)
     tables = []
     for buffer in inputs:
         array = dataset.arrays[buffer.value_name]
@@ -37,7 +44,7 @@ def dataset_context(steps: Sequence[Mapping[str, np.ndarray]], inputs: Sequence[
         index_type = "uint16_t" if rows.size == 0 or int(rows.max()) < 2**16 else "uint32_t"
         tables.append({"buffer": buffer, "rows": len(array), "row_numel": buffer.numel // max(rows.shape[1], 1),
                        "per_step": rows.shape[1], "init": _initializer(flat), "index_type": index_type,
-                       "step_rows": _initializer(rows.reshape(-1))})
+                       "step_rows": ",\n    ".join("{ " + _initializer(step) + " }" for step in rows)})
     return {"datasets": tables}
 
 

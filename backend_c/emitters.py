@@ -26,12 +26,12 @@ class EmitContext:
         self.decls: list[StructDecl] = []
 
     def struct(self, ctype: str, hint: str, fields: Sequence[tuple[str, object]]) -> str:
-        symbol = self.symbols.make(hint, "k_")
+        symbol = self.symbols.make("k", hint)
         self.decls.append(StructDecl(ctype, symbol, [(name, _c(value)) for name, value in fields]))
         return symbol
 
     def ints(self, hint: str, values: Sequence[int]) -> str:
-        symbol = self.symbols.make(hint)
+        symbol = self.symbols.make("k", hint)
         self.decls.append(StructDecl("int", symbol + "[4]", [("", ", ".join(str(int(v)) for v in values))]))
         return symbol
 

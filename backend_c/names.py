@@ -3,47 +3,68 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import numpy as np
 
-C_KEYWORDS = frozenset("""
-auto break case char const continue default do double else enum extern float for goto if inline int long
-register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while
-_Bool _Complex _Imaginary _Alignas _Alignof _Atomic _Generic _Noreturn _Static_assert _Thread_local main
-""".split())
+# Every identifier the generated C declares is `<kind>_<stem>`. A kind holds no underscore, so an identifier
+# splits back into its kind and stem at the first one: two identifiers are equal only if kind and stem are.
+# Stems are unique and non-empty, and no identifier of the runtime, the kernels, the templates or the C
+# library begins with a kind and an underscore (tests/backend/test_hostile_names.py checks the generated
+# projects), so no model name can meet a fixed identifier, a keyword or another generated one.
+KINDS = {
+    "in": "a data input", "p": "a parameter", "c": "a constant", "s": "optimizer state",
+    "act": "an activation or the loss", "g": "a gradient", "kept": "the off-chip copy of a gradient",
+    "init": "a buffer's initial contents", "data": "a data input's rows", "rows": "the rows of every step",
+    "gather": "the function that gathers a step's rows", "k": "a kernel's parameters",
+    "tl": "a tile loop", "tlent": "a tile loop's axis entries", "tlaxes": "a tile loop's axes",
+    "tlops": "a tile loop's operands", "tlrun": "a tile loop's kernel on one tile",
+}
+STEM_CHARS = 40  # long enough to recognise a layer, short enough to read; uniqueness comes from a number
+
+
+def identifier(kind: str, stem: str) -> str:
+    """The identifier of `stem` in one of the KINDS."""
+    if kind not in KINDS:
+        raise KeyError(f"{kind!r} is not a kind of generated identifier")
+    return f"{kind}_{stem}"
 
 
 class SymbolTable:
-    """Hands out unique C identifiers derived from model names."""
+    """Hands out stems: unique, non-empty, readable renderings of model names as C identifier characters."""
 
-    def __init__(self, reserved: set[str] | frozenset[str] = frozenset()) -> None:
-        self.used: set[str] = set(C_KEYWORDS) | set(reserved)
+    def __init__(self) -> None:
+        self.stems: set[str] = set()
 
-    def make(self, name: str, prefix: str = "", suffixes: tuple[str, ...] = ()) -> str:
-        """A fresh identifier; `suffixes` are companions the templates derive from it (`x` -> `x_init`),
-        reserved with it so that no other name can take them."""
-        base = prefix + re.sub(r"[^A-Za-z0-9_]", "_", name.encode("ascii", "replace").decode())
-        base = re.sub(r"_+", "_", base).strip("_") or "v"
-        if base[0].isdigit():
-            base = "v_" + base
-        base = base[:60]
-        candidate, index = base, 1
-        while self._taken(candidate, suffixes):
+    def stem(self, name: str) -> str:
+        ascii_only = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()  # naïve -> naive
+        base = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9]", "_", ascii_only)).strip("_")[:STEM_CHARS].rstrip("_")
+        base = base or "anon"
+        candidate, index = base, 2
+        while candidate in self.stems:
             candidate = f"{base}_{index}"
             index += 1
-        self.used.update([candidate] + [candidate + suffix for suffix in suffixes])
+        self.stems.add(candidate)
         return candidate
 
-    def _taken(self, candidate: str, suffixes: tuple[str, ...]) -> bool:
-        if candidate.startswith("__") or candidate.startswith("rt_"):
-            return True
-        return any(name in self.used for name in [candidate] + [candidate + suffix for suffix in suffixes])
+    def make(self, kind: str, name: str) -> str:
+        """A fresh identifier of `kind` for the model name `name`."""
+        return identifier(kind, self.stem(name))
+
+
+COMMENT_CHARS = 200  # a 5,000-character layer name shows as its start and its end
 
 
 def comment_text(text: str) -> str:
-    """Text safe inside a /* */ comment and on one line: printable ASCII, no comment terminator."""
-    printable = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
-    return printable.replace("*/", "*_/").replace("/*", "/_*").replace("\\", "/")
+    """Text safe inside a /* */ comment (or after a Makefile's #) and on one line: printable ASCII, no comment
+    delimiter, no backslash (a line splice at the end of a line)."""
+    printable = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text).replace("\\", "/")
+    if len(printable) > COMMENT_CHARS:
+        half = (COMMENT_CHARS - 3) // 2
+        printable = printable[:half] + "..." + printable[-half:]
+    while "*/" in printable or "/*" in printable:
+        printable = printable.replace("*/", "*_/").replace("/*", "/_*")
+    return printable
 
 
 def c_string(text: str) -> str:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tinyodl.backend_c.names import identifier
+
 
 @dataclass
 class Buffer:
-    """One tensor in memory. `alias_of` buffers share another's storage (reshape is free)."""
+    """One tensor in memory. `alias_of` buffers share another's storage (reshape is free). Its identifiers
+    share one stem: the buffer's own and those of its initial contents and data (names.py)."""
 
     symbol: str
+    stem: str
     ctype: str            # "float" or "int32_t"
     numel: int
     kind: str             # input | param | const | state | scratch
@@ -21,6 +25,10 @@ class Buffer:
     @property
     def nbytes(self) -> int:
         return self.numel * 4
+
+    def companion(self, kind: str) -> str:
+        """The identifier of something the templates declare for this buffer: `init`, `data`, `rows`, `gather`."""
+        return identifier(kind, self.stem)
 
 
 @dataclass

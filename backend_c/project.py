@@ -1,28 +1,24 @@
 """Write the C project of a training graph: sources from templates, kernels and runtime copied beside.
 
-The directory is complete on its own (`make`, `make run`); output is deterministic and written
-atomically: everything goes to a temporary sibling directory that replaces the target at the end.
+The directory is complete on its own (`make`, `make run`); output is deterministic, and output.py writes it
+without a half-written file and without touching a file tinyodl did not write.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from tinyodl.backend_c.dataset import dataset_context
+from tinyodl.backend_c.dataset import TrainingData, dataset_context
 from tinyodl.backend_c.emitters import EMITTERS, BackendError, EmitContext
-from tinyodl.backend_c.names import SymbolTable, c_float_exact, c_string, comment_text
+from tinyodl.backend_c.names import SymbolTable, c_float_exact, c_string, comment_text, identifier
+from tinyodl.backend_c.output import write_tree
 from tinyodl.backend_c.program import Buffer, KernelCall, Program, Region
 from tinyodl.backend_c.tiled import emit_tile_loop
-from tinyodl.driver.options import Options, UserError
-from tinyodl.frontend.onnx_load import shown
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.registry import kernel_of, op_macs
 from tinyodl.ir.target import Target
@@ -30,27 +26,25 @@ from tinyodl.ir.types import Phase, Role
 from tinyodl.passes.memory import plan_memory
 from tinyodl.runtime.host import render_linker_script
 
-_PREFIX = {Role.INPUT: "in_", Role.PARAM: "p_", Role.CONST: "c_", Role.STATE: "s_", Role.ACT: "a_",
-           Role.GRAD: "g_", Role.LOSS: "a_"}
+_KIND = {Role.INPUT: "in", Role.PARAM: "p", Role.CONST: "c", Role.STATE: "s", Role.ACT: "act", Role.GRAD: "g",
+         Role.LOSS: "act"}
 STACK_BYTES = 16 * 1024
-DERIVED_SUFFIXES = ("_init", "_data", "_step_rows")  # the templates' companions of a buffer (data.h.j2)
-PROJECT_MARKERS = ("regions.json", "Makefile", "src/network.c")  # what tells an earlier project apart
 
 
 def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
-    symbols = SymbolTable(reserved={"network_train_step", "network_init", "network_set_batch", "network_loss",
-                                    "network_output", "tinyodl_l2_arena"})
+    symbols = SymbolTable()
     buffers: dict[Value, Buffer] = {}
     if graph.memory_plan is None:  # a pipeline without the memory pass: place the ops' order as it is
         plan_memory(graph)
 
     def add(value: Value, kind: str, init: str = "") -> Buffer:
         ctype = "float" if value.dtype.is_float else "int"
-        symbol = symbols.make(value.name, _PREFIX[value.role], DERIVED_SUFFIXES)
+        stem = symbols.stem(value.name)
         assert value.l2_offset is not None, f"%{value.name} has no place in the L2 plan"
-        buffer = Buffer(symbol, ctype, value.type.numel, kind, value.name, init=init, offset=value.l2_offset)
+        buffer = Buffer(identifier(_KIND[value.role], stem), stem, ctype, value.type.numel, kind, value.name,
+                        init=init, offset=value.l2_offset)
         if buffer.nbytes > value.type.nbytes:
-            raise UserError(f"%{value.name}: its C buffer ({buffer.nbytes} B of {ctype}) is larger than the "
+            raise BackendError(f"%{value.name}: its C buffer ({buffer.nbytes} B of {ctype}) is larger than the "
                             f"{value.type.nbytes} B the L2 plan reserved for {value.type}")
         buffers[value] = buffer
         return buffer
@@ -72,10 +66,11 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
         calls.extend(keep_after)
         keep_after = []
         if op.phase is Phase.UPDATE and op.inputs and op.inputs[0] in grad_of and op.inputs[0].trainable:
-            keep_after = [_keep_gradient(op.inputs[0], buffers[grad_of[op.inputs[0]]], symbols, kept)]
+            keep_after = [_keep_gradient(op.inputs[0], buffers[grad_of[op.inputs[0]]], kept)]
         if op.type == "reshape":
-            alias = Buffer(symbols.make(op.outputs[0].name, _PREFIX[op.outputs[0].role]), buffers[op.inputs[0]].ctype,
-                           op.outputs[0].type.numel, "view", op.outputs[0].name, alias_of=buffers[op.inputs[0]])
+            view, stem = op.outputs[0], symbols.stem(op.outputs[0].name)
+            alias = Buffer(identifier(_KIND[view.role], stem), stem, buffers[op.inputs[0]].ctype, view.type.numel,
+                           "view", view.name, alias_of=buffers[op.inputs[0]])
             buffers[op.outputs[0]] = alias
             continue
         for value in op.outputs:
@@ -92,7 +87,7 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
         comment = comment_text(f"{op.node} ({op.phase.value}): {kernel}{subject}")
         emitter = EMITTERS.get(kernel)
         if emitter is None:
-            raise UserError(f"node {op.node!r}: op {kernel} has no C kernel yet")
+            raise BackendError(f"node {op.node!r}: op {kernel} has no C kernel yet")
         try:
             if op.type == "tile_loop":
                 loop = emit_tile_loop(op, ctx, lambda v: buffers[v].symbol, comment)
@@ -101,11 +96,11 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
                 continue
             code = emitter(op, ctx)
         except BackendError as exc:
-            raise UserError(f"node {op.node!r}: {exc}") from None
+            raise BackendError(f"node {op.node!r}: {exc}") from None
         calls.append(KernelCall(code, comment, region.id, ctx.decls))
     calls.extend(keep_after)
     if len(regions) >= 2047:
-        raise UserError(f"the model has {len(regions)} layer x phase regions; at most 2046 are supported")
+        raise BackendError(f"the model has {len(regions)} layer x phase regions; at most 2046 are supported")
     inputs = [buffers[v] for v in graph.inputs]
     trainable = [(v.origin or v.name, buffers[v]) for v in graph.trainable_params()]
     grads = [kept.get(v) for v in graph.trainable_params()]
@@ -115,11 +110,11 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
                    arena_bytes=arena_bytes)
 
 
-def _keep_gradient(param: Value, grad: Buffer, symbols: SymbolTable, kept: dict[Value, Buffer]) -> KernelCall:
+def _keep_gradient(param: Value, grad: Buffer, kept: dict[Value, Buffer]) -> KernelCall:
     """An off-chip copy of a parameter's gradient for the host's check, and the call that fills it. The
     gradient's L2 storage goes to other tensors once the update has read it (the memory plan), so the
     host could not read it after the step. Region 0: the copy is not part of any layer's work."""
-    copy = Buffer(symbols.make(grad.value_name, "kept_"), grad.ctype, grad.numel, "kept", grad.value_name)
+    copy = Buffer(identifier("kept", grad.stem), grad.stem, grad.ctype, grad.numel, "kept", grad.value_name)
     kept[param] = copy
     code = (f"{{ int first, end; rt_chunk({copy.numel}, &first, &end); "
             f"for (int i = first; i < end; i++) {copy.symbol}[i] = {grad.symbol}[i]; }}")
@@ -145,15 +140,15 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: Options, *, outputs: bool = False,
-                   ) -> tuple[Program, dict[str, str]]:
-    """The project's files by relative path. With `outputs`, the program also prints the model output (the
-    loss's input) of every step, as `tinyodl eval --target qemu` reads it."""
-    target = options.target()
-    program = lower_to_program(graph, len(batches), target.cores)
+def render_project(graph: Graph, data: TrainingData, target: Target, *, dma_check: bool = False,
+                   outputs: bool = False) -> tuple[Program, dict[str, str]]:
+    """The project's files by relative path. `dma_check` poisons DMA destinations until their wait. With
+    `outputs`, the program also prints the model output (the loss's input) of every step, as
+    `tinyodl eval --target qemu` reads it."""
+    program = lower_to_program(graph, data.steps, target.cores)
     env = _environment()
-    context = {"program": program, "model": comment_text(graph.name), **dataset_context(batches, program.inputs),
-               "dma_check": options.dma_check, "dma_timing": _dma_timing(target),
+    context = {"program": program, "model": comment_text(graph.name), **dataset_context(data, program.inputs),
+               "dma_check": dma_check, "dma_timing": _dma_timing(target),
                "l1_bytes": target.l1_bytes, "l2_bytes": target.l2_bytes, "stack_bytes": STACK_BYTES,
                "num_cores": target.cores, "static_bytes": program.arena_bytes, "print_outputs": outputs}
     if outputs:
@@ -172,14 +167,14 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     try:  # the runtime's renderer checks the budgets against QEMU's memory, so a bad one fails here, not in ld
         files["link.ld"] = render_linker_script(target.l1_bytes, target.l2_bytes, STACK_BYTES, target.cores)
     except ValueError as exc:
-        raise UserError(f"--l1 {target.l1_bytes} / --l2 {target.l2_bytes}: {exc}") from None
+        raise BackendError(f"--l1 {target.l1_bytes} / --l2 {target.l2_bytes}: {exc}") from None
     for name in ("tinyodl_rt.h", "rt.c", "crt0.S", "tinyodl_tile.h", "tile.c"):
         files[f"runtime/{name}"] = (runtime_dir / name).read_text()
     kernel_dir = resources.files("tinyodl.backend_c") / "kernels"
     for entry in sorted(kernel_dir.iterdir(), key=lambda e: e.name):
         if entry.name.endswith((".c", ".h")):
             files[f"kernels/{entry.name}"] = entry.read_text()
-    files["regions.json"] = json.dumps({"model": graph.name, "cores": target.cores, "steps": len(batches),
+    files["regions.json"] = json.dumps({"model": graph.name, "cores": target.cores, "steps": data.steps,
                                         "regions": [vars(r) for r in program.regions],
                                         "params": [name for name, _ in program.trainable],
                                         "static_bytes": program.arena_bytes}, indent=1) + "\n"
@@ -193,54 +188,9 @@ def _dma_timing(target: Target) -> str:
                      f"-DRT_DMA_L1_TO_L2_BYTES_PER_100_CYCLES={round(100 * target.dma_out_bytes_per_cycle)}u"])
 
 
-def _check_replaceable(out_dir: Path) -> None:
-    """The output directory is replaced as a whole: only an empty one or an earlier project may go."""
-    try:
-        _check_replaceable_dir(out_dir)
-    except OSError as exc:  # e.g. a name longer than the file system allows
-        raise UserError(f"{shown(str(out_dir))}: cannot write ({exc.strerror or exc})") from None
-
-
-def _check_replaceable_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not all(
-            (out_dir / marker).is_file() for marker in PROJECT_MARKERS):
-        raise UserError(f"{out_dir}: exists and is not a tinyodl project (choose a new or empty directory)")
-
-
-def _chmod_like_mkdir(path: Path) -> None:
-    """mkdtemp makes a private (0700) directory; the project should be as readable as any other."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
-
-
-def write_project(graph: Graph, batches, options: Options, out_dir: Path,  # type: ignore[no-untyped-def]
-                  *, outputs: bool = False) -> Program:
-    steps = batches.steps if hasattr(batches, "steps") else batches
-    program, files = render_project(graph, steps, options, outputs=outputs)
-    out_dir = Path(out_dir).resolve()  # "." or ".." cannot be renamed, their resolved paths can
-    _check_replaceable(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as exc:
-        raise UserError(f"{out_dir}: cannot create ({exc.strerror or exc})") from None
-    try:
-        _chmod_like_mkdir(staging)
-        for relative, text in sorted(files.items()):
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.replace(out_dir, retired / "old")
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def write_project(graph: Graph, data: TrainingData, target: Target, out_dir: Path, *, dma_check: bool = False,
+                  outputs: bool = False, force: bool = False) -> Program:
+    """Render the project and write it into `out_dir` (see output.py for what `force` allows)."""
+    program, files = render_project(graph, data, target, dma_check=dma_check, outputs=outputs)
+    write_tree(out_dir, files, force=force)
     return program

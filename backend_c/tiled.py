@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tinyodl.backend_c.emitters import EMITTERS, EmitContext, _conv_fields, _pool_fields, emit_gemm
-from tinyodl.backend_c.names import c_float
+from tinyodl.backend_c.names import c_float, identifier
 from tinyodl.ir.graph import Op, Value
 from tinyodl.ir.ops.tiling import plan_of
 from tinyodl.ir.registry import kernel_of, lookup
@@ -208,22 +208,28 @@ def emit_tile_loop(op: Op, ctx: EmitContext, buffer_of: Callable[[Value], str], 
     plan = plan_of(op)
     kernel, attrs = kernel_of(op.type, op.attrs)
     attrs = lookup(kernel).with_defaults(attrs)
-    name = ctx.symbols.make(f"{op.outputs[0].name if op.outputs else op.inputs[0].name}_tiles", "tl_")
+    stem = ctx.symbols.stem(op.outputs[0].name if op.outputs else op.inputs[0].name)
+    loop, entries, axes, operands, run = (identifier(kind, stem)
+                                          for kind in ("tl", "tlent", "tlaxes", "tlops", "tlrun"))
     tile = _Tile(plan, op)
     body = _FAMILIES[plan.family](tile, op, attrs, ctx)
     lines = [f"/* {title}: {kernel} in {plan.tiles} tile(s) of "
              f"{' x '.join(f'{a.name} {a.tile}/{a.extent}' for a in plan.axes) or 'whole tensors'} "
              f"({plan.family}), {plan.l1_bytes()} B of L1 */"]
-    for position, axis in enumerate(plan.axes):
-        values = ", ".join(str(v) for entry in axis.entries for v in entry)
-        lines.append(f"static const int {name}_ax{position}[] = {{ {values} }};  /* {axis.name}: "
-                     f"{', '.join(axis.columns)} */")
-    if plan.axes:
-        lines.append(f"static const rt_tile_axis_t {name}_axes[] = {{")
-        lines += [f"    {{ {name}_ax{p}, {len(a.entries)}, {len(a.columns)}, {int(a.reduction)} }},"
-                  for p, a in enumerate(plan.axes)]
+    if plan.axes:  # every axis's entries in one table, each axis at its offset
+        lines.append(f"static const int {entries}[] = {{")
+        offsets, offset = [], 0
+        for axis in plan.axes:
+            offsets.append(offset)
+            offset += sum(len(entry) for entry in axis.entries)
+            values = ", ".join(str(v) for entry in axis.entries for v in entry)
+            lines.append(f"    {values},  /* {axis.name}: {', '.join(axis.columns)} */")
         lines.append("};")
-    lines.append(f"static const rt_tile_operand_t {name}_operands[] = {{")
+        lines.append(f"static const rt_tile_axis_t {axes}[] = {{")
+        lines += [f"    {{ {entries} + {offset}, {len(a.entries)}, {len(a.columns)}, {int(a.reduction)} }},"
+                  for offset, a in zip(offsets, plan.axes, strict=True)]
+        lines.append("};")
+    lines.append(f"static const rt_tile_operand_t {operands}[] = {{")
     for operand, slots, scratch in plan.l1_layout():
         store = operand.store if operand.store is not None else operand.box
         mask = sum(1 << a for a in operand.axes())
@@ -232,13 +238,12 @@ def emit_tile_loop(op: Op, ctx: EmitContext, buffer_of: Callable[[Value], str], 
                      f"{_dims(plan, store)}, {{{slot_pair[0]}, {slot_pair[1]}}}, {scratch}, "
                      f"{_MODES[operand.mode]}, {mask} }},  /* {operand.name} */")
     lines.append("};")
-    lines.append(f"static void {name}_kernel(const rt_tile_t *t)")
+    lines.append(f"static void {run}(const rt_tile_t *t)")
     lines.append("{")
     lines.append(body)
     lines.append("}")
-    axes = f"{name}_axes" if plan.axes else "NULL"
-    lines.append(f"static const rt_tile_loop_t {name} = {{ {len(plan.axes)}, {len(plan.operands)}, {axes}, "
-                 f"{name}_operands, {name}_kernel }};")
+    lines.append(f"static const rt_tile_loop_t {loop} = {{ {len(plan.axes)}, {len(plan.operands)}, "
+                 f"{axes if plan.axes else 'NULL'}, {operands}, {run} }};")
     l2 = ", ".join(f"(void *){buffer_of(tile.value(o))}" for o in plan.operands)
-    call = f"{{ void *const l2[] = {{ {l2} }}; rt_tile_loop(&{name}, l2, tinyodl_l1); }}"
+    call = f"{{ void *const l2[] = {{ {l2} }}; rt_tile_loop(&{loop}, l2, tinyodl_l1); }}"
     return TileLoopCode("\n".join(lines) + "\n", call, plan.l1_bytes())

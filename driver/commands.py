@@ -124,7 +124,7 @@ def cmd_compile(args: argparse.Namespace, options: Options) -> int:
     from tinyodl import api
 
     api.compile(args.model, args.output, data=args.data, steps=args.steps, epochs=args.epochs, shuffle=args.shuffle,
-                **asdict(options))
+                force=args.force, **asdict(options))
     print(f"wrote {args.output} (make && make run)")
     return 0
 

@@ -188,7 +188,7 @@ def evaluate_on_qemu(graph: Graph, data: EvalData, options: Options, *, timeout:
                      progress: Callable[[str], None] = lambda message: None) -> tuple[np.ndarray, dict[str, Any]]:
     """The forward pass of every batch on the simulated cluster: (outputs per sample, check against the
     reference). Raises UserError for a bad toolchain or build, SimulationFailed when the run fails."""
-    from tinyodl.backend_c.project import write_project
+    from tinyodl.driver.files import write_c_project
     from tinyodl.driver.qemu import SimulationFailed
     from tinyodl.runtime import host
 
@@ -201,7 +201,7 @@ def evaluate_on_qemu(graph: Graph, data: EvalData, options: Options, *, timeout:
     try:
         project = work / "project" if build_dir is None else work
         progress(f"compiling the forward pass of {len(data.feeds)} batch(es) into {project}")
-        write_project(graph, data.feeds, options, project, outputs=True)
+        write_c_project(graph, data.feeds, options, project, outputs=True)
         progress("building with riscv64-unknown-elf-gcc")
         try:
             elf = host.build(project)

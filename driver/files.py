@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinyodl.driver.options import UserError
+from tinyodl.driver.data import Batches
+from tinyodl.driver.options import Options, UserError
 from tinyodl.frontend.onnx_load import shown
+from tinyodl.ir.graph import Graph
+
+if TYPE_CHECKING:
+    from tinyodl.backend_c.program import Program
 
 
 def check_writable(*paths: Path | None) -> None:
@@ -73,3 +79,22 @@ def save_params(path: Path, params: dict[str, np.ndarray]) -> None:
 
 def save_report(path: Path, report: dict[str, Any]) -> None:
     write_atomic(path, lambda temp: temp.write_text(json.dumps(report, indent=2) + "\n"))
+
+
+def write_c_project(graph: Graph, feeds: Batches | Sequence[Mapping[str, np.ndarray]], options: Options,
+                    out_dir: Path, *, outputs: bool = False, force: bool = False) -> Program:
+    """The C project of `graph` training on `feeds` (per-step batches, which may carry the dataset they index),
+    with the backend's errors as the one-line user error."""
+    from tinyodl.backend_c.dataset import TrainingData  # the backend loads jinja2: only when a project is written
+    from tinyodl.backend_c.emitters import BackendError
+    from tinyodl.backend_c.project import write_project
+
+    steps = feeds.steps if isinstance(feeds, Batches) else feeds
+    dataset = getattr(steps, "dataset", None)
+    data = (TrainingData(len(steps), dataset.arrays, dataset.rows) if dataset is not None
+            else TrainingData.from_steps(steps))
+    try:
+        return write_project(graph, data, options.target(), out_dir, dma_check=options.dma_check, outputs=outputs,
+                             force=force)
+    except BackendError as exc:
+        raise UserError(str(exc)) from None

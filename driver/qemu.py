@@ -87,7 +87,7 @@ class QemuRun:
 def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: float,
                 build_dir: Path | None = None, progress: Progress | None = None) -> QemuRun:
     """Reference, compile, build, run with instruction counting, compare; raises UserError on failure."""
-    from tinyodl.backend_c.project import write_project
+    from tinyodl.driver.files import write_c_project
     from tinyodl.runtime import host
 
     progress = progress or Progress(quiet=True)
@@ -102,7 +102,7 @@ def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: fl
     try:
         project = work / "project" if build_dir is None else work
         progress.message(f"compiling the C project into {project}")
-        program = write_project(graph, batches, options, project)
+        program = write_c_project(graph, batches, options, project)
         progress.message("building with riscv64-unknown-elf-gcc")
         try:
             elf = host.build(project)

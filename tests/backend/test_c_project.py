@@ -12,38 +12,90 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tinyodl.backend_c.project import write_project
+from tinyodl.backend_c.output import MANIFEST
 from tinyodl.driver.data import load_batches
+from tinyodl.driver.files import write_c_project
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def _mlp_project(out: Path) -> None:
+def _mlp_project(out: Path, force: bool = False) -> None:
     options = Options()
     graph = build_training_graph(EXAMPLES / "mlp.onnx", options)
-    write_project(graph, load_batches(graph, None, 1), options, out)
+    write_c_project(graph, load_batches(graph, None, 1), options, out, force=force)
 
 
 def test_refuses_to_replace_a_directory_that_is_not_a_project(tmp_path: Path) -> None:
     out = tmp_path / "mine"
     out.mkdir()
     (out / "thesis.tex").write_text("keep me\n")
-    with pytest.raises(UserError, match="not a tinyodl project"):
+    with pytest.raises(UserError, match="not a tinyodl project.*--force"):
         _mlp_project(out)
-    assert (out / "thesis.tex").read_text() == "keep me\n"
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
-def test_replaces_an_earlier_project_and_fills_an_empty_directory(tmp_path: Path) -> None:
+def test_force_adds_the_project_to_a_directory_and_keeps_its_files(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    (out / "src").mkdir(parents=True)
+    (out / "thesis.tex").write_text("keep me\n")
+    (out / "src" / "main.c").write_text("/* an older main */\n")
+    _mlp_project(out, force=True)
+    assert (out / "thesis.tex").read_text() == "keep me\n"
+    assert "network_train_step" in (out / "src" / "main.c").read_text()
+    assert "thesis.tex" not in _manifest(out) and "src/main.c" in _manifest(out)
+    _mlp_project(out)  # a project now: no --force needed, and still the user's file stays
+    assert (out / "thesis.tex").read_text() == "keep me\n"
+
+
+def _manifest(out: Path) -> list[str]:
+    return [line for line in (out / MANIFEST).read_text().splitlines() if not line.startswith("#")]
+
+
+def test_recompiling_replaces_only_what_tinyodl_wrote(tmp_path: Path) -> None:
     out = tmp_path / "build"
     out.mkdir()
     _mlp_project(out)
-    (out / "src" / "stale.c").write_text("/* from an older run */\n")
+    written = _manifest(out)
+    assert written == sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
+    (out / "notes.txt").write_text("mine\n")
+    (out / "src" / "extra.c").write_text("/* mine */\n")
+    (out / "src" / "main.c").write_text("/* edited */\n")
+    (out / "kernels" / "old").mkdir()
+    (out / "kernels" / "old" / "gone.c").write_text("/* an older tinyodl wrote this */\n")
+    (out / MANIFEST).write_text((out / MANIFEST).read_text() + "kernels/old/gone.c\n")
     _mlp_project(out)
-    assert (out / "regions.json").is_file() and not (out / "src" / "stale.c").exists()
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "src" / "extra.c").read_text() == "/* mine */\n"
+    assert "network_train_step" in (out / "src" / "main.c").read_text()
+    assert not (out / "kernels" / "old").exists() and _manifest(out) == written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".tinyodl-staging")]
+
+
+def test_a_file_of_the_user_at_a_project_path_is_kept_unless_forced(tmp_path: Path) -> None:
+    out = tmp_path / "build"
+    _mlp_project(out)
+    (out / MANIFEST).write_text("\n".join(line for line in (out / MANIFEST).read_text().splitlines()
+                                         if line != "README.md") + "\n")
+    (out / "README.md").write_text("my own notes\n")
+    with pytest.raises(UserError, match="README.md: not written by tinyodl"):
+        _mlp_project(out)
+    assert (out / "README.md").read_text() == "my own notes\n"
+    _mlp_project(out, force=True)
+    assert "tinyodl" in (out / "README.md").read_text() and "README.md" in _manifest(out)
+
+
+@pytest.mark.parametrize("line", ["../outside.txt", "/etc/hostname", "src/../../outside.txt"])
+def test_a_damaged_manifest_is_refused(tmp_path: Path, line: str) -> None:
+    out = tmp_path / "build"
+    _mlp_project(out)
+    (tmp_path / "outside.txt").write_text("keep\n")
+    (out / MANIFEST).write_text(f"{line}\n")
+    with pytest.raises(UserError, match="damaged"):
+        _mlp_project(out)
+    assert (tmp_path / "outside.txt").read_text() == "keep\n"
 
 
 def test_output_directory_given_as_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,7 +133,7 @@ def test_names_that_meet_derived_identifiers_compile(tmp_path: Path) -> None:
     options = Options(loss="mse")
     graph = build_training_graph(_colliding_names_model(tmp_path / "collide.onnx"), options)
     out = tmp_path / "build"
-    write_project(graph, load_batches(graph, None, 1), options, out)
+    write_c_project(graph, load_batches(graph, None, 1), options, out)
     _assert_compiles(out)
 
 
@@ -103,7 +155,7 @@ def test_clip_without_a_maximum_compiles(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "clip.onnx")
     options = Options(loss="mse")
     graph_ir = build_training_graph(tmp_path / "clip.onnx", options)
-    write_project(graph_ir, load_batches(graph_ir, None, 1), options, tmp_path / "build")
+    write_c_project(graph_ir, load_batches(graph_ir, None, 1), options, tmp_path / "build")
     assert "INFINITY" in (tmp_path / "build" / "src" / "network.c").read_text()
     _assert_compiles(tmp_path / "build")
 
@@ -123,7 +175,7 @@ def test_memory_budgets_the_simulator_cannot_hold(tmp_path: Path, l1_bytes: int,
     options = Options(l1_bytes=l1_bytes, l2_bytes=l2_bytes)
     with pytest.raises(UserError, match=fragment):  # the memory pass already refuses a negative L2 budget
         graph = build_training_graph(EXAMPLES / "mlp.onnx", options)
-        write_project(graph, load_batches(graph, None, 1), options, tmp_path / "build")
+        write_c_project(graph, load_batches(graph, None, 1), options, tmp_path / "build")
     assert not any(tmp_path.iterdir())
 
 

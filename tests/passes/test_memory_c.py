@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tinyodl.backend_c.dataset import TrainingData
 from tinyodl.backend_c.project import render_project
 from tinyodl.driver.data import load_batches
 from tinyodl.driver.options import Options
@@ -30,7 +31,7 @@ def test_every_buffer_sits_at_its_planned_offset_in_one_arena() -> None:
     graph = build_training_graph(EXAMPLES / "lenet.onnx", options)
     plan = graph.memory_plan
     assert plan is not None
-    program, files = render_project(graph, load_batches(graph, None, 1).steps, options)
+    program, files = render_project(graph, TrainingData.from_steps(load_batches(graph, None, 1).steps), options.target())
     network = files["src/network.c"]
     arena = re.search(r"static uint8_t tinyodl_l2_arena\[(\d+)\]", network)
     assert arena is not None and int(arena.group(1)) == program.arena_bytes <= plan.peak_bytes
@@ -44,16 +45,16 @@ def test_every_buffer_sits_at_its_planned_offset_in_one_arena() -> None:
     # loops and the gradients kept for the host remain.
     arrays = set(re.findall(r"^static (?:float|int|uint8_t) (\w+)\[", network, re.MULTILINE)) - {"tinyodl_l1"}
     assert arrays == {"tinyodl_l2_arena"} | {g.symbol for g in program.grads if g}
-    for header, suffix in (("src/params.h", "_init["), ("src/data.h", "_data[")):
-        declarations = [line for line in files[header].splitlines() if line.startswith("static const")
-                        and suffix in line]
+    for header, kind in (("src/params.h", "init"), ("src/data.h", "data")):
+        declarations = [line for line in files[header].splitlines()
+                        if re.match(rf"static const \w+ {kind}_\w+\[", line)]
         assert declarations and all('section(".l3")' in line for line in declarations), header
 
 
 def test_each_gradient_is_kept_in_region_0_right_after_its_update() -> None:
     options = Options()
     graph = build_training_graph(EXAMPLES / "mlp.onnx", options)
-    program, files = render_project(graph, load_batches(graph, None, 1).steps, options)
+    program, files = render_project(graph, TrainingData.from_steps(load_batches(graph, None, 1).steps), options.target())
     body = files["src/network.c"].split("static void train_step_on_core", 1)[1]
     calls = re.findall(r"RT_REGION\((\d+)\);\n\s+(.*)\n", body)
     for (name, _), copy in zip(program.trainable, program.grads, strict=True):
