@@ -168,7 +168,7 @@ def render_project(graph: Graph, data: TrainingData, target: Target, *, dma_chec
         files["link.ld"] = render_linker_script(target.l1_bytes, target.l2_bytes, STACK_BYTES, target.cores)
     except ValueError as exc:
         raise BackendError(f"--l1 {target.l1_bytes} / --l2 {target.l2_bytes}: {exc}") from None
-    for name in ("tinyodl_rt.h", "rt.c", "crt0.S", "tinyodl_tile.h", "tile.c"):
+    for name in ("tinyodl_rt.h", "rt.c", "crt0.S", "tinyodl_tile.h", "tile.c", "print.c"):
         files[f"runtime/{name}"] = (runtime_dir / name).read_text()
     kernel_dir = resources.files("tinyodl.backend_c") / "kernels"
     for entry in sorted(kernel_dir.iterdir(), key=lambda e: e.name):

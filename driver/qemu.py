@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,8 @@ from tinyodl.driver.report import build_report
 from tinyodl.driver.timing import add_dma_timing
 from tinyodl.ir.graph import Graph
 
+INTEGER = re.compile(r"-?[0-9]+")
+
 
 def parse_output(stdout: str, param_names: list[str], state_names: Sequence[str] = ()) -> SimOutput:
     """Read the LOSS lines and the STATE blocks (P / G / S) that the generated main() prints; the last state
@@ -34,7 +37,7 @@ def parse_output(stdout: str, param_names: list[str], state_names: Sequence[str]
         if len(parts) == 4 and parts[0] == "DMA":
             dma = (int(parts[1]), int(parts[2]), int(parts[3]))
         elif len(parts) == 3 and parts[0] == "LOSS":
-            losses[int(parts[1])] = _float_bits(parts[2])
+            losses[int(parts[1])] = _float32(parts[2])
         elif len(parts) == 2 and parts[0] == "STATE":
             current = states[int(parts[1])] = StepState()
         elif len(parts) == 3 and parts[0] in ("P", "G", "S"):
@@ -50,31 +53,40 @@ def parse_output(stdout: str, param_names: list[str], state_names: Sequence[str]
     return SimOutput([losses[i] for i in sorted(losses)], last.params, last.grads, dma, states)
 
 
-def _float_bits(text: str) -> float:
-    """A float32 printed as the 8 hex digits of its bits."""
-    return float(np.frombuffer(bytes.fromhex(text)[::-1], np.float32)[0])
+def _float32(text: str) -> float:
+    """A float32 as the program prints it: in decimal with enough digits to be exact (runtime/c/print.c)."""
+    return float(np.float32(float(text)))
 
 
 def _show_loss(line: str, progress: Progress) -> None:
     """A LOSS line as the guest prints it, shown as progress while QEMU still runs."""
     parts = line.split()
-    if len(parts) == 3 and parts[0] == "LOSS" and len(parts[2]) == 8:
+    if len(parts) == 3 and parts[0] == "LOSS":
         try:
-            progress.step(int(parts[1]), _float_bits(parts[2]))
+            progress.step(int(parts[1]), _float32(parts[2]))
         except ValueError:
             return  # a garbled line: parse_output reports the malformed output once QEMU is done
 
 
 def read_words(tag: str, numel: int, lines: Iterator[str]) -> np.ndarray:
-    """The hex words of one printed block up to its END line, as raw 32-bit words."""
+    """The values of one printed block up to its END line, as raw 32-bit words: an integer (the step
+    counter) as int32, anything else (printed with a point, an exponent, inf or nan) as float32."""
     words: list[str] = []
     for body in lines:
         if body.strip() == "END":
             break
         words.extend(body.split())
     if len(words) != numel:
-        raise ValueError(f"{tag} block: {len(words)} words printed, {numel} expected")
-    return np.array([int(w, 16) for w in words], dtype=np.uint32)
+        raise ValueError(f"{tag} block: {len(words)} values printed, {numel} expected")
+    raw = np.empty(len(words), np.uint32)
+    for i, word in enumerate(words):
+        if INTEGER.fullmatch(word):
+            if not -2**31 <= int(word) < 2**31:
+                raise ValueError(f"{tag} block: {word} is not a 32-bit integer")
+            raw[i] = np.int32(int(word)).view(np.uint32)
+        else:
+            raw[i] = np.float32(float(word)).view(np.uint32)
+    return raw
 
 
 @dataclass

@@ -185,6 +185,7 @@ void rt_putc(char c);
 void rt_puts(const char *s); /* no newline appended */
 void rt_print_hex32(unsigned value); /* "0x%08x" */
 void rt_print_int(int value);
+void rt_print_float(float value); /* decimal, as "%.9g" (exact for a float32) with ".0" if integral */
 
 /* Deepest use of hart `hart`'s stack so far, in bytes: every hart paints its stack at start-up and
  * this finds the lowest overwritten word (0 for a hart that has not started yet). */

@@ -106,12 +106,11 @@ def test_a_training_graph_evaluates_its_forward_only_and_changes_nothing(tmp_pat
 
 
 def test_parse_outputs_reads_out_blocks_and_ignores_the_rest() -> None:
-    words = np.array([1.5, -2.0, 0.25], np.float32).view(np.uint32)
-    text = "LOSS 0 3f800000\nOUT 0 3\n" + " ".join(f"{w:08x}" for w in words) + "\nEND\nDMA 0 0 0\n"
+    text = "LOSS 0 1.0\nOUT 0 3\n1.5 -2.0 0.100000001\nEND\nDMA 0 0 0\n"
     printed = parse_outputs(text)
-    np.testing.assert_array_equal(printed[0], [1.5, -2.0, 0.25])
-    with pytest.raises(ValueError, match="2 words printed, 3 expected"):
-        parse_outputs("OUT 0 3\n3f800000 3f800000\nEND\n")
+    np.testing.assert_array_equal(printed[0], np.array([1.5, -2.0, 0.1], np.float32))
+    with pytest.raises(ValueError, match="2 values printed, 3 expected"):
+        parse_outputs("OUT 0 3\n1.0 1.0\nEND\n")
 
 
 def test_compare_outputs_catches_a_wrong_value() -> None:

@@ -188,3 +188,17 @@ def test_build_flags_ignore_the_environment_but_not_the_command_line(tmp_path: P
     dry = subprocess.run(["make", "-n", "CFLAGS=-O1 -DMINE"], cwd=tmp_path / "build", env=env, capture_output=True,
                          text=True).stdout
     assert "-DMINE" in dry
+
+
+@pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None or shutil.which("make") is None,
+                    reason="needs the RISC-V GCC and make")
+def test_make_builds_the_project_without_a_warning(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    data = tmp_path / "data.npz"
+    np.savez(data, input=rng.standard_normal((6, 64)).astype(np.float32), target=rng.integers(0, 10, 6))
+    options = Options(optimizer="adam", batch=2)
+    graph = build_training_graph(EXAMPLES / "mlp.onnx", options)
+    write_c_project(graph, load_batches(graph, data, 3), options, tmp_path / "build")
+    result = subprocess.run(["make", "-j2"], cwd=tmp_path / "build", capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "warning" not in result.stderr.lower(), result.stderr
+    assert (tmp_path / "build" / "build" / "network.elf").is_file()

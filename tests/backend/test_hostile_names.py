@@ -13,6 +13,8 @@ from pathlib import Path
 import onnx
 import pytest
 
+import tinyodl
+from tinyodl.backend_c.names import KINDS, SymbolTable
 from tinyodl.driver.data import load_batches
 from tinyodl.driver.files import write_c_project
 from tinyodl.driver.options import Options
@@ -119,11 +121,44 @@ def test_hostile_names_compile_without_warnings(tmp_path: Path, make, options: O
         assert len((hostile / name).read_text().splitlines()) == len((plain / name).read_text().splitlines())
 
 
+FIXED_INCLUDES = ["math.h", "stddef.h", "stdint.h", "string.h", "tinyodl_rt.h", "tinyodl_tile.h",
+                  "tinyodl_kernels.h", "generic.h"]
+
+
+@pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None or shutil.which("make") is None,
+                    reason="needs the RISC-V GCC and make")
+def test_no_fixed_identifier_has_the_form_of_a_generated_one(tmp_path: Path) -> None:
+    """What the generated code includes (C library, runtime, kernels, with their macros) and the templates'
+    own text declare no identifier `<kind>_...`, so a model name can never meet one."""
+    project = _project(conv_zoo(tmp_path / "plain.onnx"), tmp_path / "plain", Options(l1_bytes=4096))
+    (project / "src" / "fixed.c").write_text("".join(f"#include <{header}>\n" for header in FIXED_INCLUDES))
+    command = next(c for c in _compile_commands(project) if c[-2] == "src/network.c")[:-2]
+    text = ""
+    for mode in (["-E"], ["-E", "-dM"]):
+        text += subprocess.run(command + mode + ["src/fixed.c"], cwd=project, capture_output=True, text=True,
+                               check=True).stdout
+    templates = Path(tinyodl.__file__).parent / "backend_c" / "templates"
+    for template in templates.glob("*.j2"):
+        text += re.sub(r"{{.*?}}|{%.*?%}|{#.*?#}", " ", template.read_text(), flags=re.S)
+    identifiers = set(re.findall(r"\b[A-Za-z_]\w*", text))
+    assert len(identifiers) > 1000  # the C library's and the runtime's, not an empty preprocessing
+    clashing = sorted(name for name in identifiers if name.split("_", 1)[0] in KINDS and "_" in name)
+    assert not clashing
+
+
+@pytest.mark.parametrize("names", [HOSTILE, ["a.b", "a-b", "a b", "a_b", "a__b", "_a_b_", "a_b_2", "a_b"],
+                                   ["", "层", "\"", "x" * 5000, "x" * 5001]])
+def test_stems_are_unique_and_non_empty(names: list[str]) -> None:
+    symbols = SymbolTable()
+    stems = [symbols.stem(name) for name in names]
+    assert len(set(stems)) == len(stems)
+    assert all(re.fullmatch(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)*", stem) and len(stem) <= 48 for stem in stems), stems
+    assert "naive" in stems or "naïve" not in names  # accents go, the letters stay
+
+
 @pytest.mark.qemu
 @pytest.mark.slow
 def test_hostile_names_train_and_check(tmp_path: Path, toolchain) -> None:  # type: ignore[no-untyped-def]
-    import tinyodl
-
     result = tinyodl.simulate(_hostile_model(tmp_path), steps=2, l1_bytes=4096, momentum=0.9)
     assert result.ok, result.check
     assert set(result.params) == {t.name for t in onnx.load(_hostile_model(tmp_path)).graph.initializer}

@@ -97,7 +97,7 @@ def test_loss_lines_of_the_guest_become_steps() -> None:
             seen.append((index, loss))
 
     recorder = Recorder(quiet=True)
-    for line in ["LOSS 0 3f800000", "DMA 1 2 3", "LOSS 1 40490fdb", "LOSS 2 zzzzzzzz", "LOSS x"]:
+    for line in ["LOSS 0 1.0", "DMA 1 2 3", "LOSS 1 3.14159274", "LOSS 2 zzzzzzzz", "LOSS x"]:
         _show_loss(line, recorder)
     assert seen == [(0, 1.0), (1, pytest.approx(3.1415927))]
 
