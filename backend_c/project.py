@@ -45,7 +45,7 @@ def lower_to_program(graph: Graph, steps: int, cores: int) -> Program:
                         init=init, offset=value.l2_offset)
         if buffer.nbytes > value.type.nbytes:
             raise BackendError(f"%{value.name}: its C buffer ({buffer.nbytes} B of {ctype}) is larger than the "
-                            f"{value.type.nbytes} B the L2 plan reserved for {value.type}")
+                               f"{value.type.nbytes} B the L2 plan reserved for {value.type}")
         buffers[value] = buffer
         return buffer
 

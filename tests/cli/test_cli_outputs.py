@@ -196,3 +196,17 @@ def test_initializer_of_an_unknown_data_type(tmp_path: Path, capsys: pytest.Capt
 def test_host_timeout_must_be_positive(capsys: pytest.CaptureFixture[str], command: str, timeout: str) -> None:
     assert main([command, str(EXAMPLES / "mlp.onnx"), f"--timeout={timeout}"]) == 2
     _one_line_error(capsys, "--timeout")
+
+
+def test_compile_onto_a_directory_keeps_the_user_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, out = str(EXAMPLES / "mlp.onnx"), tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.md").write_text("my notes\n")
+    assert main(["compile", model, "-o", str(out)]) == 2
+    _one_line_error(capsys, str(out), "not a tinyodl project", "--force")
+    assert [p.name for p in out.iterdir()] == ["notes.md"]
+    assert main(["compile", model, "-o", str(out), "--force"]) == 0
+    (out / "src" / "my_main.c").write_text("/* mine */\n")
+    assert main(["compile", model, "-o", str(out), "--steps", "2"]) == 0  # an earlier project: no --force needed
+    assert (out / "notes.md").read_text() == "my notes\n" and (out / "src" / "my_main.c").is_file()
+    assert "#define NETWORK_STEPS 2" in (out / "src" / "network.h").read_text()
