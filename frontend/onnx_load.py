@@ -206,6 +206,20 @@ def data_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     return [vi for vi in graph.input if vi.name not in initialized]
 
 
+def untied_initializers(graph: onnx.GraphProto) -> dict[str, str]:
+    """Identity outputs that forward an initializer (directly or through more Identities), each with the
+    initializer it copies. Exporters deduplicate equal initializers this way (torch's TorchScript exporter
+    without constant folding ties every fresh batch norm's weight and running_var to one tensor): each such
+    output is a tensor of its own in the source model, so tinyodl makes it a parameter of its own."""
+    sources = {init.name: init.name for init in graph.initializer}
+    untied: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type == "Identity" and node.domain in DEFAULT_DOMAINS and len(node.input) == 1 \
+                and len(node.output) == 1 and node.input[0] in sources:
+            untied[node.output[0]] = sources[node.output[0]] = sources[node.input[0]]
+    return untied
+
+
 def _override_batch(model: onnx.ModelProto, batch: int) -> None:
     """Set axis 0 of every data input to `batch`; rewrite constant Reshape targets spelling the old batch."""
     graph = model.graph

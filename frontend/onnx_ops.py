@@ -31,6 +31,8 @@ class ImportState:
     # Outputs of Identity / Dropout: the name of the tensor they forward.
     aliases: dict[str, str] = field(default_factory=dict)
     consumed: set[str] = field(default_factory=set)
+    # Identity copies of initializers, each a parameter of its own: output name -> the initializer copied.
+    untied: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, name: str) -> str:
         while name in self.aliases:
@@ -341,7 +343,16 @@ def _softmax(cx: NodeContext) -> None:
 
 @converter("Identity")
 def _identity(cx: NodeContext) -> None:
-    cx.alias()
+    source = cx.state.resolve(cx.node.input[0])
+    if source not in cx.state.initializers:
+        cx.alias()
+        return
+    # A copy of an initializer is a tensor of its own in the source model (see untied_initializers): it gets
+    # its own parameter, so that what trains one never moves the other.
+    output = cx.node.output[0]
+    cx.state.constants[output] = cx.state.constants[source].copy()
+    cx.state.initializers.add(output)
+    cx.state.untied[output] = cx.state.untied.get(source, source)
 
 
 @converter("Dropout")
