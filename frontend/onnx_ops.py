@@ -270,7 +270,12 @@ def _clip(cx: NodeContext) -> None:
         bound = cx.constant(index, what)
         if bound.size != 1:
             raise cx.error(f"{what} must be a scalar, got shape {list(bound.shape)}")
-        bounds.append(float(bound.reshape(())))
+        value = float(bound.reshape(()))
+        if math.isnan(value):
+            raise cx.error(f"{what} is NaN")
+        bounds.append(value)
+    if bounds[0] > bounds[1]:
+        raise cx.error(f"min {bounds[0]} is above max {bounds[1]}")
     cx.emit("clip", [cx.input(0)], {"min": bounds[0], "max": bounds[1]})
 
 
