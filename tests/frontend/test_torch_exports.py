@@ -134,3 +134,33 @@ def test_global_average_pool_as_reduce_mean(tmp_path: Path, dynamo: bool, mean: 
     np.testing.assert_allclose(evaluation.outputs, expected, rtol=1e-5, atol=1e-6)
     result = tinyodl.simulate(path, data=tmp_path / "d.npz", target="reference")
     assert np.isfinite(result.losses[0])
+
+
+class _TiedMean(nn.Module):
+    """Two fresh batch norms (tied by the exporter) and a global average pool written as a mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                  nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_tied_batch_norms_and_mean_pool_on_qemu(tmp_path: Path, toolchain: object) -> None:
+    path = export(_TiedMean(), tmp_path / "m.onnx", (2, 1, 6, 6), dynamo=False, do_constant_folding=False)
+    assert any(node.op_type == "ReduceMean" for node in onnx.load(str(path)).graph.node)
+    result = tinyodl.simulate(path, steps=2, lr=0.1)
+    assert result.ok, result.check
+    rows = {(layer["name"], layer["op"], layer["phase"]) for layer in result.report["layers"]}
+    for bn in ("/body/body.1/BatchNormalization", "/body/body.4/BatchNormalization"):
+        assert (bn, "sgd_update", "update") in rows, sorted(rows)
+    assert not any(op == "add" and phase == "backward" for _, op, phase in rows), sorted(rows)
+    assert any("global_avgpool" in op and phase == "forward" for _, op, phase in rows), sorted(rows)
+    for name in ("body.1.running_var", "body.4.running_var", "body.4.running_mean"):
+        np.testing.assert_array_equal(result.params[name], _TiedMean().state_dict()[name].numpy())
