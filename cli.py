@@ -199,10 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from tinyodl.driver.notices import held_warnings, release_warnings
     try:
         from tinyodl.driver import commands
-        return int(getattr(commands, f"cmd_{args.command}")(args, _options(args) if args.command != "doctor"
-                                                             else None))
+        with held_warnings():  # an error must be the only stderr line: warnings wait for success
+            code = int(getattr(commands, f"cmd_{args.command}")(args, _options(args) if args.command != "doctor"
+                                                                else None))
+            release_warnings()
+            return code
     except UserError as exc:
         if args.debug:
             traceback.print_exc()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import IO
 
 import numpy as np
 
+from tinyodl.driver.notices import warn
 from tinyodl.driver.options import UserError
 from tinyodl.frontend.onnx_load import shown
 from tinyodl.ir.graph import Graph, Value
@@ -86,8 +86,8 @@ def read_model_arrays(graph: Graph, data: Path, inputs: list[Value], target: Val
     wanted = [(v, v.origin or v.name) for v in inputs] + [(target, "target")]
     unused = sorted(set(arrays) - {key for _, key in wanted})
     if unused:
-        print(f"tinyodl: warning: {where}: array(s) {', '.join(repr(shown(k)) for k in unused)} not used by the "
-              f"model (it reads {', '.join(repr(key) for _, key in wanted)})", file=sys.stderr)
+        warn(f"{where}: array(s) {', '.join(repr(shown(k)) for k in unused)} not used by the model (it reads "
+             f"{', '.join(repr(key) for _, key in wanted)})")
     checked: dict[str, np.ndarray] = {}
     for value, key in wanted:
         if key not in arrays:

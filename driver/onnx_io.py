@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from tinyodl.driver.check import SimOutput
 from tinyodl.driver.files import write_atomic
 from tinyodl.driver.options import UserError
-from tinyodl.frontend.onnx_load import shown
+from tinyodl.frontend.onnx_load import shown, untied_initializers
 from tinyodl.ir.graph import Graph, Value
 from tinyodl.ir.types import Role
 
@@ -72,6 +72,7 @@ def save_onnx(model: Path | onnx.ModelProto, out: Path, params: Mapping[str, np.
     """Write `model` with each initializer named in `params` replaced by that value (same dtype and dims);
     every other initializer, node and attribute stays as it was."""
     proto = _read_onnx(model)
+    _untie(proto.graph, set(params))
     found = set()
     for init in proto.graph.initializer:
         if init.name not in params:
@@ -85,6 +86,22 @@ def save_onnx(model: Path | onnx.ModelProto, out: Path, params: Mapping[str, np.
         raise UserError(f"--save-onnx: parameter '{shown(missing[0])}' is not an initializer of the model")
     onnx.checker.check_model(proto)
     write_atomic(out, lambda temp: onnx.save(proto, str(temp)))
+
+
+def _untie(graph: onnx.GraphProto, names: set[str]) -> None:
+    """The Identity copies of initializers that tinyodl trained as parameters of their own (see
+    untied_initializers) become initializers of their own, in place of the Identity that made them."""
+    untied = {name: source for name, source in untied_initializers(graph).items() if name in names}
+    if not untied:
+        return
+    inits = {init.name: init for init in graph.initializer}
+    kept = [node for node in graph.node if not (node.op_type == "Identity" and node.output[0] in untied)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    for name, source in untied.items():
+        copy = graph.initializer.add()
+        copy.CopyFrom(inits[source])
+        copy.name = name
 
 
 def _read_onnx(model: Path | onnx.ModelProto) -> onnx.ModelProto:
@@ -142,8 +159,10 @@ def _read_onnx_params(path: Path) -> Saved:
         loaded = load_model(path)
     except FrontendError as exc:
         raise UserError(str(exc)) from None
-    # Integer initializers (Reshape shapes and the like) are never parameters.
+    # Integer initializers (Reshape shapes and the like) are never parameters. Identity copies of an
+    # initializer are parameters of their own, holding its values.
     arrays = {name: tensor_array(init) for name, init in loaded.initializers.items()}
+    arrays |= {name: arrays[source] for name, source in untied_initializers(loaded.model.graph).items()}
     return Saved({name: array for name, array in arrays.items() if np.issubdtype(array.dtype, np.floating)}, {})
 
 
@@ -189,14 +208,16 @@ def _checked(where: str, name: str, array: np.ndarray, value: Value) -> np.ndarr
 
 
 def model_initializer_names(model: Path | onnx.ModelProto) -> frozenset[str]:
-    """The initializer names of an ONNX model, without reading tensor contents."""
+    """The initializer names of an ONNX model and of its Identity copies of initializers (parameters of their
+    own), without reading tensor contents."""
     if isinstance(model, onnx.ModelProto):
-        return frozenset(init.name for init in model.graph.initializer)
-    try:
-        proto = onnx.load(str(model), load_external_data=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{shown(str(model))}: cannot read the model again ({shown(str(exc))})") from None
-    return frozenset(init.name for init in proto.graph.initializer)
+        proto = model
+    else:
+        try:
+            proto = onnx.load(str(model), load_external_data=False)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{shown(str(model))}: cannot read the model again ({shown(str(exc))})") from None
+    return frozenset(init.name for init in proto.graph.initializer) | set(untied_initializers(proto.graph))
 
 
 def init_from(graph: Graph, path: Path, model: Path | onnx.ModelProto, *, fold_bn: bool,

@@ -11,11 +11,12 @@ from tinyodl.driver.budget import check_fits_l2
 from tinyodl.driver.options import Options, UserError
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.text import print_graph
+from tinyodl.ir.types import Role
 from tinyodl.passes.canonicalize import Canonicalize
 from tinyodl.passes.manager import Pass, PassManager, parse_pipeline
 from tinyodl.passes.memory import Memory
 from tinyodl.passes.tiling import Tiling
-from tinyodl.passes.training import Training
+from tinyodl.passes.training import Training, layers
 
 
 def default_passes(options: Options) -> list[Pass]:
@@ -58,6 +59,8 @@ def build_training_graph(model: Path | onnx.ModelProto, options: Options, *, pip
 
     options.check()
     graph = import_model(model, options.batch)
+    if pipeline is None and options.train.strip() == "all":
+        _check_something_to_train(graph, model)
     check_fits_l2(graph, options.target())
     try:
         passes = parse_pipeline(pipeline) if pipeline else default_passes(options)
@@ -72,6 +75,17 @@ def build_training_graph(model: Path | onnx.ModelProto, options: Options, *, pip
         raise UserError(str(exc)) from None
     except PassError as exc:
         raise UserError(f"{model_label(model)}: {exc}") from None
+
+
+def _check_something_to_train(graph: Graph, model: Path | onnx.ModelProto) -> None:
+    """`--train all` is the default: a model without parameters asked nothing in particular, and would
+    otherwise run a training step that changes nothing."""
+    if layers(graph):
+        return
+    params = [value for value in graph.params if value.role is Role.PARAM]
+    lacking = "no initializers" if not params else \
+        f"no learnable initializers (its {len(params)} are running statistics)"
+    raise UserError(f"{model_label(model)}: {lacking}: nothing to train; use --train none to evaluate")
 
 
 def _check_print_after(print_after: set[str], passes: list[Pass]) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from tinyodl.driver.notices import release_warnings
+
 FEW_STEPS = 20          # runs this short get a line per step even when not on a terminal
 PLAIN_INTERVAL_S = 1.0  # otherwise at most one plain line per second
 TTY_INTERVAL_S = 0.1
@@ -41,6 +43,7 @@ class Progress:
     def message(self, text: str) -> None:
         if self.quiet:
             return
+        release_warnings()
         self._close_line()
         self._out.write(f"[tinyodl] {text}\n")
         self._out.flush()
@@ -59,6 +62,7 @@ class Progress:
         if not (last or self._total <= FEW_STEPS or now - self._last_shown >= interval):
             return
         self._last_shown = now
+        release_warnings()
         elapsed = now - self._started
         eta = elapsed / done * (self._total - done)
         text = (f"[tinyodl] {self._label}: step {done}/{self._total}  loss {loss:.6f}  "

@@ -8,6 +8,7 @@ from tinyodl.driver.check import SimOutput
 from tinyodl.driver.options import Options
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.registry import kernel_of, op_macs
+from tinyodl.ir.types import Phase, Role
 
 
 def build_report(graph: Graph, options: Options, program: Any, result: Any, simulated: SimOutput,
@@ -38,6 +39,7 @@ def build_report(graph: Graph, options: Options, program: Any, result: Any, simu
         "cores": cores, "steps_run": steps,
         "steps": [{"loss": loss} for loss in simulated.losses],
         "check": check,
+        "shared_params": shared_params(graph),
         "layers": layers,
         "totals": {"macs": total_macs, "instructions_max_core": busiest_total,
                    "instructions_per_core": per_core_total,
@@ -70,6 +72,18 @@ def memory_plan_fields(graph: Graph) -> dict[str, Any]:
                          "role": roles.get(t.name, ""), "shares": t.shares} for t in plan.tensors]}
 
 
+def shared_params(graph: Graph) -> dict[str, list[str]]:
+    """Parameters that several forward layers read (one initializer used by several nodes): each is one
+    tensor, trained with the sum of its uses' gradients. By parameter, the layers that read it."""
+    readers: dict[str, dict[str, None]] = {}
+    for op in graph.ops:
+        if op.phase is Phase.FORWARD:
+            for value in op.inputs:
+                if value.role is Role.PARAM:
+                    readers.setdefault(value.origin or value.name, {})[op.node] = None
+    return {name: list(nodes) for name, nodes in readers.items() if len(nodes) > 1}
+
+
 def reference_report(graph: Graph, options: Options, losses: list[float]) -> dict[str, Any]:
     """The report of a reference run, with the keys of a QEMU run's: what only a simulated run measures
     (instructions, cycles, L1 use, DMA) is None, and `layers` is empty."""
@@ -80,6 +94,7 @@ def reference_report(graph: Graph, options: Options, losses: list[float]) -> dic
         "cores": options.target().cores, "steps_run": steps,
         "steps": [{"loss": loss} for loss in losses],
         "check": {"ok": True, "worst": None, "reason": "the reference is the golden run; nothing to compare"},
+        "shared_params": shared_params(graph),
         "layers": [],
         "totals": {"macs": sum(op_macs(op) for op in graph.ops) * steps, "instructions_max_core": None,
                    "instructions_per_core": [], "critical_path_instructions": None, "mac_per_instr": None,
@@ -96,6 +111,8 @@ def reference_report(graph: Graph, options: Options, losses: list[float]) -> dic
 def print_summary(report: dict[str, Any]) -> None:
     for step, item in enumerate(report["steps"]):
         print(f"step {step}: loss {item['loss']:.6f}")
+    for name, nodes in report.get("shared_params", {}).items():
+        print(f"shared parameter {name}: one tensor read by {', '.join(nodes)}")
     if report["target"] == "reference":
         return  # the golden run itself: no instructions, cycles or check to show
     header = f"{'layer':<28} {'op':<34} {'phase':<8} {'MACs':>11} {'instr (max core)':>16} {'MAC/instr':>9}"

@@ -59,8 +59,9 @@ def import_onnx(path_or_model: Source, *, batch: int | None = None) -> Graph:
         except KeyError:
             raise FrontendError(f"{loaded.where}: graph output '{vi.name}' is not computed by any "
                                 "supported node") from None
-    # Parameters in initializer order (as exported, e.g. a PyTorch state_dict), then constants.
+    # Parameters in initializer order (as exported, e.g. a PyTorch state_dict), untied copies after the
+    # initializer they copy, then constants.
     order = {name: position for position, name in enumerate(loaded.initializers)}
-    graph.params.sort(key=lambda value: order.get(value.name, len(order)))
+    graph.params.sort(key=lambda value: order.get(state.untied.get(value.name, value.name), len(order)))
     verify_graph(graph)
     return graph

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper, numpy_helper
 
 from tinyodl.frontend.errors import FrontendError
+from tinyodl.frontend.onnx_attrs import check_attributes
 
 MIN_OPSET, MAX_OPSET = 13, 21
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -69,6 +70,7 @@ def load_model(source: Source, batch: int | None = None) -> LoadedModel:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise FrontendError(f"{where}: invalid ONNX model: {first_line(exc)}") from None
+    check_attributes(model.graph, where, None)
     if batch is not None:
         if batch < 1:
             raise FrontendError(f"{where}: batch must be at least 1, got {batch}")
@@ -78,8 +80,20 @@ def load_model(source: Source, batch: int | None = None) -> LoadedModel:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
         # ValueError: an element type the checker let through, e.g. an initializer's data_type of 67
+        _check_ranked_attributes(model, where)  # an axis beyond the rank is the likelier cause: say so
         raise FrontendError(f"{where}: ONNX shape inference failed: {first_line(exc)}") from None
-    return LoadedModel(inferred, where, model.graph.name or stem, opset, _static_shapes(inferred))
+    shapes = _static_shapes(inferred)
+    check_attributes(inferred.graph, where, shapes)
+    return LoadedModel(inferred, where, model.graph.name or stem, opset, shapes)
+
+
+def _check_ranked_attributes(model: onnx.ModelProto, where: str) -> None:
+    """The rank-dependent attribute checks on whatever shapes a lenient inference finds."""
+    try:
+        partial = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError):
+        return
+    check_attributes(partial.graph, where, _static_shapes(partial))
 
 
 def _read(source: Source) -> tuple[onnx.ModelProto, str, str]:
@@ -206,6 +220,20 @@ def data_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     return [vi for vi in graph.input if vi.name not in initialized]
 
 
+def untied_initializers(graph: onnx.GraphProto) -> dict[str, str]:
+    """Identity outputs that forward an initializer (directly or through more Identities), each with the
+    initializer it copies. Exporters deduplicate equal initializers this way (torch's TorchScript exporter
+    without constant folding ties every fresh batch norm's weight and running_var to one tensor): each such
+    output is a tensor of its own in the source model, so tinyodl makes it a parameter of its own."""
+    sources = {init.name: init.name for init in graph.initializer}
+    untied: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type == "Identity" and node.domain in DEFAULT_DOMAINS and len(node.input) == 1 \
+                and len(node.output) == 1 and node.input[0] in sources:
+            untied[node.output[0]] = sources[node.output[0]] = sources[node.input[0]]
+    return untied
+
+
 def _override_batch(model: onnx.ModelProto, batch: int) -> None:
     """Set axis 0 of every data input to `batch`; rewrite constant Reshape targets spelling the old batch."""
     graph = model.graph
@@ -252,7 +280,9 @@ def _require_static_inputs(model: onnx.ModelProto) -> None:
         if not vi.type.HasField("tensor_type"):
             raise FrontendError(f"input '{vi.name}' is not a tensor; tinyodl needs float32 tensors")
         if tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            dtype = onnx.TensorProto.DataType.Name(tensor_type.elem_type)
+            known = tensor_type.elem_type in onnx.TensorProto.DataType.values()
+            dtype = onnx.TensorProto.DataType.Name(tensor_type.elem_type) if known else \
+                f"{tensor_type.elem_type} (undefined)"
             raise FrontendError(f"input '{vi.name}' has element type {dtype}; tinyodl supports float32 only")
         if not tensor_type.HasField("shape"):
             raise FrontendError(f"input '{vi.name}' has an unknown rank; tinyodl needs static shapes")

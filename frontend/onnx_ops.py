@@ -31,6 +31,8 @@ class ImportState:
     # Outputs of Identity / Dropout: the name of the tensor they forward.
     aliases: dict[str, str] = field(default_factory=dict)
     consumed: set[str] = field(default_factory=set)
+    # Identity copies of initializers, each a parameter of its own: output name -> the initializer copied.
+    untied: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, name: str) -> str:
         while name in self.aliases:
@@ -110,12 +112,18 @@ class NodeContext:
     def extra_outputs(self) -> list[str]:
         return [name for name in self.node.output[1:] if name]
 
-    def emit(self, op_type: str, inputs: Sequence[Value], attrs: dict[str, AttrValue]) -> Value:
+    def emit(self, op_type: str, inputs: Sequence[Value], attrs: dict[str, AttrValue], *,
+             last: bool = True) -> Value:
+        """The op computing output 0; with `last` False, an op whose result the node's next op reads."""
         try:
             (result_type,) = infer_types(op_type, [v.type for v in inputs], attrs)
         except IRError as exc:
             raise self.error(f"unsupported: {exc}") from None
         name = self.node.output[0]
+        if not last:
+            step = self.state.graph.new_value(f"{name}.{op_type}", result_type, Role.ACT, origin=name)
+            self.state.graph.append(Op(op_type, list(inputs), [step], attrs, Phase.FORWARD, self.label))
+            return step
         onnx_shape = self.state.onnx_shapes.get(name)
         if onnx_shape is None:
             raise self.error(f"ONNX shape inference gives no static shape for '{name}'")
@@ -262,7 +270,12 @@ def _clip(cx: NodeContext) -> None:
         bound = cx.constant(index, what)
         if bound.size != 1:
             raise cx.error(f"{what} must be a scalar, got shape {list(bound.shape)}")
-        bounds.append(float(bound.reshape(())))
+        value = float(bound.reshape(()))
+        if math.isnan(value):
+            raise cx.error(f"{what} is NaN")
+        bounds.append(value)
+    if bounds[0] > bounds[1]:
+        raise cx.error(f"min {bounds[0]} is above max {bounds[1]}")
     cx.emit("clip", [cx.input(0)], {"min": bounds[0], "max": bounds[1]})
 
 
@@ -297,6 +310,31 @@ def _avgpool(cx: NodeContext) -> None:
 @converter("GlobalAveragePool")
 def _global_avgpool(cx: NodeContext) -> None:
     cx.emit("global_avgpool", [cx.input(0)], {})
+
+
+@converter("ReduceMean")
+def _reduce_mean(cx: NodeContext) -> None:
+    """Only the mean over every spatial axis, which is global average pooling (how torch exports
+    AdaptiveAvgPool2d(1) and x.mean((2, 3)))."""
+    x = cx.input(0)
+    rank = len(x.shape)
+    if cx.state.opset >= 18:
+        axes = _ints(cx.constant(1, "axes").reshape(-1)) if cx.has_input(1) else ()
+    else:
+        axes = _ints(cx.attr("axes", ()))
+    if not axes and cx.attr("noop_with_empty_axes", 0):
+        cx.alias()
+        return
+    spatial = tuple(range(2, rank))
+    if rank < 3 or sorted(axis + rank if axis < 0 else axis for axis in axes) != list(spatial):
+        shown_axes = list(axes) if axes else "all axes"
+        raise cx.error(f"a mean over {shown_axes} of a {list(x.shape)} input unsupported (only over the spatial "
+                       f"axes {list(spatial)}, i.e. global average pooling)")
+    if cx.attr("keepdims", 1):
+        cx.emit("global_avgpool", [x], {})
+        return
+    pooled = cx.emit("global_avgpool", [x], {}, last=False)
+    cx.emit("reshape", [pooled], {"shape": x.shape[:2]})
 
 
 @converter("Flatten")
@@ -341,7 +379,16 @@ def _softmax(cx: NodeContext) -> None:
 
 @converter("Identity")
 def _identity(cx: NodeContext) -> None:
-    cx.alias()
+    source = cx.state.resolve(cx.node.input[0])
+    if source not in cx.state.initializers:
+        cx.alias()
+        return
+    # A copy of an initializer is a tensor of its own in the source model (see untied_initializers): it gets
+    # its own parameter, so that what trains one never moves the other.
+    output = cx.node.output[0]
+    cx.state.constants[output] = cx.state.constants[source].copy()
+    cx.state.initializers.add(output)
+    cx.state.untied[output] = cx.state.untied.get(source, source)
 
 
 @converter("Dropout")

@@ -53,15 +53,22 @@ class Training(Pass):
 
 
 def layers(graph: Graph) -> list[tuple[Op, list[Value]]]:
-    """Forward ops that own learnable parameters, in order, with those parameters."""
+    """Forward ops that own learnable parameters, in order, with those parameters. A parameter that some op
+    reads as a statistic (a batch norm's running mean or variance) is learnable nowhere, even where another
+    op reads the same tensor as a weight: training it would move the statistic."""
+    statistics = running_statistics(graph)
     found = []
     for op in graph.ops:
-        frozen = lookup(op.type).frozen_operands
-        params = [v for i, v in enumerate(op.inputs)
-                  if v.role is Role.PARAM and v.dtype.is_float and i not in frozen]
+        params = [v for v in op.inputs
+                  if v.role is Role.PARAM and v.dtype.is_float and v not in statistics]
         if params:
             found.append((op, params))
     return found
+
+
+def running_statistics(graph: Graph) -> set[Value]:
+    """Parameters read as frozen operands (statistics) by some op."""
+    return {op.inputs[i] for op in graph.ops for i in lookup(op.type).frozen_operands if i < len(op.inputs)}
 
 
 def select_trainable(graph: Graph, spec: str) -> list[Value]:

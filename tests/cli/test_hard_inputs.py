@@ -202,3 +202,37 @@ def test_file_where_a_folder_must_go(tmp_path: Path) -> None:
 def test_control_characters_in_a_file_name_stay_on_one_line(tmp_path: Path) -> None:
     line = assert_refused(run("ir", tmp_path / "evil\nname\x1b[31m.onnx"))
     assert "\\n" in line and "\\x1b" in line and "\x1b" not in line
+
+
+def _relu_model() -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2, 4))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 4))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_no_initializers_with_the_default_train_all(tmp_path: Path) -> None:
+    model = _save(tmp_path, _relu_model())
+    assert_refused(run("simulate", model, "--target", "reference", "--report", tmp_path / "r.json"),
+                   "bad.onnx", "no initializers: nothing to train; use --train none to evaluate")
+    assert not (tmp_path / "r.json").exists()
+    result = run("simulate", model, "--target", "reference", "--train", "none", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("arrays, fragment", [
+    ({**_good(1), "extra": np.zeros(3)}, "1 samples, 4 steps"),
+    ({"input": np.ones((4, 64), np.float32), "extra": np.zeros(3)}, "no array 'target'"),
+])
+def test_an_error_after_a_warning_is_the_only_line(tmp_path: Path, arrays: dict[str, np.ndarray],
+                                                   fragment: str) -> None:
+    result = run("simulate", MLP, "--target", "reference", "--steps", "4", "--data", _npz(tmp_path, **arrays))
+    assert_refused(result, fragment)
+
+
+def test_warnings_of_the_eval_file_wait_for_the_training_file(tmp_path: Path) -> None:
+    np.savez(tmp_path / "test.npz", **_good(), extra=np.zeros(3))
+    np.savez(tmp_path / "train.npz", input=np.ones((4, 64), np.float32), target=np.full(4, 99, np.int64))
+    result = run("simulate", MLP, "--target", "reference", "--data", tmp_path / "train.npz", "--eval",
+                 tmp_path / "test.npz")
+    assert_refused(result, "train.npz", "labels")
