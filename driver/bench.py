@@ -19,6 +19,7 @@ from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
 from tinyodl.driver.progress import Progress
 from tinyodl.driver.qemu import SimulationFailed, run_on_qemu
+from tinyodl.driver.report import RUN_AND_STEP_CYCLES, cycles_line
 
 
 def _key(layer: dict[str, Any]) -> tuple[str, str]:
@@ -39,15 +40,15 @@ def compare_reports(main: dict[str, Any], base: dict[str, Any]) -> dict[str, Any
                                                         "dma_cycles_exposed", "cycles_est")}})
     critical, critical_base = (main["totals"]["critical_path_instructions"],
                                base["totals"]["critical_path_instructions"])
-    return {"model": main["model"], "cores": main["cores"], "baseline_cores": base["cores"], "layers": rows,
+    return {"model": main["model"], "cores": main["cores"], "baseline_cores": base["cores"],
+            "steps_run": main["steps_run"], "layers": rows,
             "totals": {"macs": main["totals"]["macs"], "critical_path_instructions": critical,
                        "critical_path_instructions_base": critical_base,
                        "speedup": critical_base / critical if critical else 0.0,
                        "mac_per_instr": main["totals"]["mac_per_instr"],
                        "cycles_est": main["totals"]["cycles_est"],
                        "cycles_est_base": base["totals"]["cycles_est"],
-                       **{key: main["totals"].get(key) for key in ("cycles_step_est", "dma_cycles_hidden",
-                                                                   "dma_cycles_exposed", "mac_per_cycle")}},
+                       **{key: main["totals"].get(key) for key in (*RUN_AND_STEP_CYCLES, "mac_per_cycle")}},
             "memory": main["memory"], "check_ok": main["check"]["ok"] and base["check"]["ok"]}
 
 
@@ -75,11 +76,8 @@ def print_comparison(result: dict[str, Any]) -> None:
     memory = result["memory"]
     print(f"est. cycles: {totals['cycles_est_base']} on {base} core(s), {totals['cycles_est']} on {cores}; "
           f"checks {'ok' if result['check_ok'] else 'FAILED'}")
-    if totals.get("cycles_step_est"):
-        exposed = totals["dma_cycles_exposed"] or 0
-        print(f"step on {cores} cores: {totals['cycles_step_est']} cycles (model estimate) with {exposed} of DMA "
-              f"exposed ({100 * exposed / totals['cycles_step_est']:.1f}%) and {totals['dma_cycles_hidden']} "
-              f"hidden; {totals['mac_per_cycle']:.2f} MAC/cycle for the cluster")
+    if totals.get("cycles_per_step_est"):
+        print(f"on {cores} cores, {cycles_line(totals, result['steps_run'])}")
     if memory.get("l2_peak_bytes"):
         print(f"L2 plan: peak {memory['l2_peak_bytes']} B, naive {memory['l2_naive_bytes']} B, lower bound "
               f"{memory['l2_lower_bound_bytes']} B; L1 {memory['l1_bytes']} of {memory['l1_capacity']} B")

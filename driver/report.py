@@ -9,6 +9,10 @@ from tinyodl.driver.options import Options
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.registry import kernel_of, op_macs
 
+# The modelled cycles that add the exposed DMA (driver/timing.py), for the whole run and per step.
+RUN_AND_STEP_CYCLES = ("cycles_run_est", "cycles_per_step_est", "dma_cycles_hidden_run", "dma_cycles_exposed_run",
+                       "dma_cycles_hidden_per_step", "dma_cycles_exposed_per_step")
+
 
 def build_report(graph: Graph, options: Options, program: Any, result: Any, simulated: SimOutput,
                  check: dict[str, Any], memory: Any) -> dict[str, Any]:
@@ -47,7 +51,9 @@ def build_report(graph: Graph, options: Options, program: Any, result: Any, simu
         "memory": {"l1_bytes": memory.l1_used, "l1_capacity": memory.l1_bytes, "l2_bytes": memory.l2_used,
                    "l2_capacity": memory.l2_bytes, "dma_bytes": simulated.dma[0], "dma_transfers": simulated.dma[1],
                    "dma_cycles_est": simulated.dma[2], **memory_plan_fields(graph)},
-        "notes": "instructions and MACs are summed over all steps; instructions exclude start-up and output "
+        "notes": "instructions, MACs, cycles and DMA figures are summed over all steps except those named "
+                 "_per_step (the run's divided by steps_run) and tiles (one step's); instructions exclude start-up and "
+                 "output "
                  "(region 0); critical_path_instructions sums each layer's busiest core (cores meet at a barrier after "
                  "every kernel); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c) with "
                  "the platform's memory timing; l1_accesses/l2_accesses are loads and stores summed over the compute "
@@ -83,8 +89,8 @@ def reference_report(graph: Graph, options: Options, losses: list[float]) -> dic
         "layers": [],
         "totals": {"macs": sum(op_macs(op) for op in graph.ops) * steps, "instructions_max_core": None,
                    "instructions_per_core": [], "critical_path_instructions": None, "mac_per_instr": None,
-                   "cycles_est": None, "cycles_critical_path_est": None, "dma_cycles_hidden": None,
-                   "dma_cycles_exposed": None, "cycles_step_est": None, "mac_per_cycle": None},
+                   "cycles_est": None, "cycles_critical_path_est": None, **dict.fromkeys(RUN_AND_STEP_CYCLES),
+                   "mac_per_cycle": None},
         "memory": {"l1_bytes": None, "l1_capacity": options.target().l1_bytes, "l2_bytes": None,
                    "l2_capacity": options.target().l2_bytes, "dma_bytes": None, "dma_transfers": None,
                    "dma_cycles_est": None, **memory_plan_fields(graph)},
@@ -110,20 +116,29 @@ def print_summary(report: dict[str, Any]) -> None:
           f"{totals['mac_per_instr']:>9.3f}")
     memory = report["memory"]
     print(platform_line(report["platform"]))
-    print(f"cores {report['cores']}, est. cycles (busiest core) {totals['cycles_est']}, "
+    over = f" over {report['steps_run']} steps" if report["steps_run"] > 1 else ""
+    print(f"cores {report['cores']}, est. cycles (busiest core{over}) {totals['cycles_est']}, "
           f"L1 {memory['l1_bytes']} B, L2 {memory['l2_bytes']} B, DMA {memory['dma_bytes']} B")
-    if totals.get("cycles_step_est"):
-        exposed = totals["dma_cycles_exposed"]
+    if totals.get("cycles_per_step_est"):
         tiles = sum(layer.get("tiles", 0) for layer in report["layers"])
         plan = f"; L2 plan peak {memory['l2_peak_bytes']} B (naive {memory['l2_naive_bytes']} B)" \
             if memory.get("l2_peak_bytes") else ""
-        print(f"step (model estimate): {totals['cycles_step_est']} cycles, DMA {exposed} exposed "
-              f"({100 * exposed / totals['cycles_step_est']:.1f}%) and {totals['dma_cycles_hidden']} hidden, "
-              f"{totals['mac_per_cycle']:.2f} MAC/cycle; {tiles} tiles{plan}")
+        print(f"{cycles_line(totals, report['steps_run'])}; {tiles} tiles{plan}")
     check = report["check"]
     worst = check["worst"]
     print(f"check: {'ok' if check['ok'] else 'FAILED'} (worst {worst['tensor']}: relative error "
           f"{worst['rel_err']:.3g})")
+
+
+def cycles_line(totals: dict[str, Any], steps: int) -> str:
+    """The modelled cycles per step with their DMA, and the run's total when it has several steps."""
+    per_step, exposed = totals["cycles_per_step_est"], totals["dma_cycles_exposed_per_step"]
+    line = (f"per step (model estimate): {per_step} cycles, DMA {exposed} exposed "
+            f"({100 * exposed / per_step:.1f}%) and {totals['dma_cycles_hidden_per_step']} hidden, "
+            f"{totals['mac_per_cycle']:.2f} MAC/cycle")
+    if steps > 1:
+        line += f"; run of {steps} steps: {totals['cycles_run_est']} cycles"
+    return line
 
 
 def platform_line(platform: dict[str, Any]) -> str:

@@ -1,0 +1,68 @@
+"""The report's modelled cycles (driver/timing.py, driver/report.py): per-step figures under per-step names, run
+totals under run names, and the printed summary quotes the per-step ones (a run of 3 steps prints what one
+step costs, not 3 times it)."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tinyodl.driver.options import Options
+from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.report import print_summary
+from tinyodl.driver.timing import add_dma_timing, layer_timings
+from tinyodl.ir.graph import Graph
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+STEP_CYCLES = 5000  # each layer's compute cycles in one step
+
+
+@pytest.fixture(scope="module")
+def graph() -> Graph:
+    return build_training_graph(EXAMPLES / "lenet.onnx", Options())
+
+
+def _report(graph: Graph, steps: int) -> dict[str, Any]:
+    """What a QEMU run of `steps` identical steps reports before the DMA timing is added."""
+    options = Options()
+    layers = [{"name": node, "op": "conv2d", "phase": phase, "macs": 1000 * steps, "instructions": [4000 * steps],
+               "cycles_est": STEP_CYCLES * steps, "mac_per_instr": 0.25}
+              for node, phase in layer_timings(graph, options.target())]
+    macs = sum(layer["macs"] for layer in layers)
+    return {"model": "lenet", "target": "qemu", "platform": options.target().describe(), "cores": 8,
+            "steps_run": steps, "steps": [{"loss": 1.0}] * steps, "layers": layers,
+            "totals": {"macs": macs, "instructions_max_core": 4000 * steps * len(layers), "mac_per_instr": 0.25,
+                       "cycles_est": STEP_CYCLES * steps * len(layers)},
+            "memory": {"l1_bytes": 1, "l2_bytes": 1, "dma_bytes": 1},
+            "check": {"ok": True, "worst": {"tensor": "loss[step 0]", "rel_err": 0.0}}}
+
+
+def test_per_step_figures_are_one_steps_and_run_figures_the_sum(graph: Graph) -> None:
+    one, three = _report(graph, 1), _report(graph, 3)
+    for report in (one, three):
+        add_dma_timing(report, graph, Options().target())
+    assert one["totals"]["dma_cycles_exposed_per_step"] + one["totals"]["dma_cycles_hidden_per_step"] > 0
+    for name in ("cycles", "dma_cycles_hidden", "dma_cycles_exposed"):
+        per_step = "cycles_per_step_est" if name == "cycles" else f"{name}_per_step"
+        run = "cycles_run_est" if name == "cycles" else f"{name}_run"
+        assert three["totals"][per_step] == one["totals"][per_step] == one["totals"][run], name
+        assert abs(three["totals"][run] - 3 * one["totals"][run]) <= 2, name
+    assert "cycles_step_est" not in three["totals"]
+    assert three["totals"]["mac_per_cycle"] == pytest.approx(one["totals"]["mac_per_cycle"], rel=1e-6)
+
+
+def test_the_summary_prints_one_steps_cycles_and_the_runs_total(graph: Graph) -> None:
+    report = _report(graph, 3)
+    add_dma_timing(report, graph, Options().target())
+    out = io.StringIO()
+    with redirect_stdout(out):
+        print_summary(report)
+    totals = report["totals"]
+    line = next(line for line in out.getvalue().splitlines() if "per step" in line)
+    assert f"per step (model estimate): {totals['cycles_per_step_est']} cycles" in line, line
+    assert f"DMA {totals['dma_cycles_exposed_per_step']} exposed" in line, line
+    assert f"run of 3 steps: {totals['cycles_run_est']} cycles" in line, line
