@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "parameters the run produced)")
     simulate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
     simulate.add_argument("--quiet", action="store_true",
-                          help="no progress (phases; steps, loss and ETA while the run goes on) on stderr")
+                          help="only the summary on stdout (the first and last loss, the totals, the check, the "
+                               "evaluation): no progress on stderr, no line per step, no per-layer table, no "
+                               "'wrote' lines; errors still go to stderr")
     simulate.add_argument("--build-dir", type=Path, default=None, help="keep the generated project here")
 
     evaluate = sub.add_parser("eval", parents=[parent], help="forward only: loss, accuracy, confusion matrix")
@@ -201,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--predictions", type=Path, default=None, metavar="OUT.npy",
                           help="write the predictions: the class per sample (cross-entropy), the outputs (mse)")
     evaluate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
-    evaluate.add_argument("--quiet", action="store_true", help="no progress messages")
+    evaluate.add_argument("--quiet", action="store_true",
+                          help="no progress messages on stderr (the evaluation itself is the summary)")
     evaluate.add_argument("--build-dir", type=Path, default=None, help="keep the generated project here")
 
     compile_ = sub.add_parser("compile", parents=[parent], help="emit a self-contained C project")

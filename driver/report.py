@@ -99,21 +99,21 @@ def reference_report(graph: Graph, options: Options, losses: list[float]) -> dic
     }
 
 
-def print_summary(report: dict[str, Any]) -> None:
-    for step, item in enumerate(report["steps"]):
-        print(f"step {step}: loss {item['loss']:.6f}")
+def print_summary(report: dict[str, Any], *, quiet: bool = False) -> None:
+    """The run on stdout: every step's loss and the per-layer table, then the totals and the check. `quiet`
+    keeps only the summary: the first and last loss, the totals and the check."""
+    if quiet:
+        losses = [item["loss"] for item in report["steps"]]
+        print(f"loss {losses[0]:.6f} at step 0" + (f", {losses[-1]:.6f} at step {len(losses) - 1}"
+                                                     if len(losses) > 1 else "") if losses else "no steps run")
+    else:
+        for step, item in enumerate(report["steps"]):
+            print(f"step {step}: loss {item['loss']:.6f}")
     if report["target"] == "reference":
         return  # the golden run itself: no instructions, cycles or check to show
-    header = f"{'layer':<28} {'op':<34} {'phase':<8} {'MACs':>11} {'instr (max core)':>16} {'MAC/instr':>9}"
-    print(header)
-    print("-" * len(header))
-    for layer in report["layers"]:
-        print(f"{layer['name'][:28]:<28} {layer['op'][:34]:<34} {layer['phase']:<8} {layer['macs']:>11} "
-              f"{max(layer['instructions']):>16} {layer['mac_per_instr']:>9.3f}")
+    if not quiet:
+        _print_layers(report)
     totals = report["totals"]
-    print("-" * len(header))
-    print(f"{'total':<28} {'':<34} {'':<8} {totals['macs']:>11} {totals['instructions_max_core']:>16} "
-          f"{totals['mac_per_instr']:>9.3f}")
     memory = report["memory"]
     print(platform_line(report["platform"]))
     over = f" over {report['steps_run']} steps" if report["steps_run"] > 1 else ""
@@ -128,6 +128,28 @@ def print_summary(report: dict[str, Any]) -> None:
     worst = check["worst"]
     print(f"check: {'ok' if check['ok'] else 'FAILED'} (worst {worst['tensor']}: relative error "
           f"{worst['rel_err']:.3g})")
+
+
+def _print_layers(report: dict[str, Any]) -> None:
+    """One row per layer and phase, the name and op columns as wide as their longest entry."""
+    layers, totals = report["layers"], report["totals"]
+    name_width = width("layer", "total", *(layer["name"] for layer in layers))
+    op_width = width("op", *(layer["op"] for layer in layers))
+    header = (f"{'layer':<{name_width}} {'op':<{op_width}} {'phase':<8} {'MACs':>11} {'instr (max core)':>16} "
+              f"{'MAC/instr':>9}")
+    print(header)
+    print("-" * len(header))
+    for layer in layers:
+        print(f"{layer['name']:<{name_width}} {layer['op']:<{op_width}} {layer['phase']:<8} {layer['macs']:>11} "
+              f"{max(layer['instructions']):>16} {layer['mac_per_instr']:>9.3f}")
+    print("-" * len(header))
+    print(f"{'total':<{name_width}} {'':<{op_width}} {'':<8} {totals['macs']:>11} "
+          f"{totals['instructions_max_core']:>16} {totals['mac_per_instr']:>9.3f}")
+
+
+def width(*cells: str) -> int:
+    """The width of a table column that holds these cells (its header among them) without cutting any."""
+    return max(len(cell) for cell in cells)
 
 
 def cycles_line(totals: dict[str, Any], steps: int) -> str:

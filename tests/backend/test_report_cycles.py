@@ -1,6 +1,7 @@
 """The report's modelled cycles (driver/timing.py, driver/report.py): per-step figures under per-step names, run
 totals under run names, and the printed summary quotes the per-step ones (a run of 3 steps prints what one
-step costs, not 3 times it)."""
+step costs, not 3 times it). The printed summary: a table as wide as its names, and under --quiet the
+summary lines alone."""
 
 from __future__ import annotations
 
@@ -66,3 +67,34 @@ def test_the_summary_prints_one_steps_cycles_and_the_runs_total(graph: Graph) ->
     assert f"per step (model estimate): {totals['cycles_per_step_est']} cycles" in line, line
     assert f"DMA {totals['dma_cycles_exposed_per_step']} exposed" in line, line
     assert f"run of 3 steps: {totals['cycles_run_est']} cycles" in line, line
+
+
+def _printed(report: dict[str, Any], **options: bool) -> list[str]:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        print_summary(report, **options)
+    return out.getvalue().splitlines()
+
+
+def test_quiet_prints_the_summary_without_steps_or_layers(graph: Graph) -> None:
+    report = _report(graph, 3)
+    add_dma_timing(report, graph, Options().target())
+    full, quiet = _printed(report), _printed(report, quiet=True)
+    assert sum(line.startswith("step ") for line in full) == 3
+    assert not any(line.startswith("step ") or line.startswith("layer") or line.startswith("---") for line in quiet)
+    assert quiet[0] == "loss 1.000000 at step 0, 1.000000 at step 2"
+    assert quiet[1:] == [line for line in full if line.startswith(("platform", "cores", "per step", "check"))]
+
+
+def test_the_layer_table_holds_long_names_whole(graph: Graph) -> None:
+    report = _report(graph, 1)
+    add_dma_timing(report, graph, Options().target())
+    report["layers"][0].update(name="/stack1/bn1/BatchNormalization_with_a_long_tail",
+                               op="conv2d_grad_input+conv2d_grad_weight+relu_grad")
+    lines = _printed(report)
+    header = next(line for line in lines if line.startswith("layer"))
+    row = next(line for line in lines if line.startswith("/stack1/"))
+    assert "/stack1/bn1/BatchNormalization_with_a_long_tail conv2d_grad_input+conv2d_grad_weight+relu_grad" in row
+    # every column still starts where its header does
+    assert row.index(report["layers"][0]["phase"]) == header.index("phase")
+    assert len(row) == len(header)

@@ -120,8 +120,11 @@ def test_cli_progress_on_a_pipe_and_quiet() -> None:
     lines = done.stderr.splitlines()
     assert lines[0] == "[tinyodl] reference: 3 step(s) in float64"
     assert [line.split("  ")[0] for line in lines[1:]] == [f"[tinyodl] reference: step {i}/3" for i in (1, 2, 3)]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["step 0", "step 1", "step 2"]
     quiet = subprocess.run(command + ["--quiet"], capture_output=True, text=True, timeout=120)
-    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == done.stdout
+    first, last = (line.split("loss ")[1] for line in done.stdout.splitlines()[::2])
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout == f"loss {first} at step 0, {last} at step 2\n"  # the summary alone
 
 
 def test_plot_writes_the_loss_curve_and_the_memory_map(tmp_path: Path) -> None:
