@@ -98,3 +98,23 @@ def test_the_layer_table_holds_long_names_whole(graph: Graph) -> None:
     # every column still starts where its header does
     assert row.index(report["layers"][0]["phase"]) == header.index("phase")
     assert len(row) == len(header)
+
+
+def test_the_bench_table_holds_long_names_and_tile_shapes_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    from tinyodl.driver.bench import print_comparison
+
+    long = {"name": "/stack1/bn1/BatchNormalization_with_a_long_tail", "phase": "backward",
+            "op": "conv2d_grad_input+conv2d_grad_weight", "tile_shape": {"n": 1, "c": 16, "h": 32, "w": 32, "k": 64}}
+    short = {"name": "fc", "phase": "forward", "op": "gemm", "tile_shape": {}}
+    rows = [{**row, "macs": 10, "instructions_base": 80, "instructions": 10, "speedup": 8.0, "mac_per_instr": 0.125,
+             "tiles": 4, "dma_bytes": 64, "dma_cycles_hidden": 3, "dma_cycles_exposed": 1} for row in (long, short)]
+    print_comparison({"cores": 8, "baseline_cores": 1, "steps_run": 1, "layers": rows, "memory": {},
+                      "check_ok": True, "totals": {"macs": 20, "critical_path_instructions": 20,
+                                                   "critical_path_instructions_base": 160, "speedup": 8.0,
+                                                   "mac_per_instr": 0.125, "cycles_est": 1, "cycles_est_base": 8}})
+    lines = capsys.readouterr().out.splitlines()
+    header, first, second = lines[0], lines[2], lines[3]
+    assert first.startswith("/stack1/bn1/BatchNormalization_with_a_long_tail conv2d_grad_input+conv2d_grad_weight ")
+    assert "n1,c16,h32,w32,k64" in first
+    assert len(first) == len(second) == len(header)
+    assert second.index("forward") == header.index("phase") == first.index("backward")
