@@ -62,8 +62,9 @@ def build_report(graph: Graph, options: Options, program: Any, result: Any, simu
 
 
 def memory_plan_fields(graph: Graph) -> dict[str, Any]:
-    """The L2 plan of the memory pass (when it ran): peak, naive sum, lower bound, the peak op, and per
-    tensor its offset, size, role and first/last op index (what `--plot` draws)."""
+    """The L2 plan of the memory pass (when it ran): peak, naive sum, lower bound, the peak op, per tensor
+    its offset, size, role and first/last op index, and the op index spans of the phases (what `--plot`
+    draws; updates interleave with the backward ops that produce their gradients)."""
     plan = graph.memory_plan
     if plan is None:
         return {}
@@ -73,7 +74,18 @@ def memory_plan_fields(graph: Graph) -> dict[str, Any]:
             "l2_lower_bound_bytes": plan.lower_bound_bytes, "l2_peak_op": plan.peak_op,
             "l2_peak_kernel": kernel_of(peak.type, peak.attrs)[0], "l2_peak_node": peak.node,
             "tensors": [{"name": t.name, "offset": t.offset, "size": t.size, "first": t.first, "last": t.last,
-                         "role": roles.get(t.name, ""), "shares": t.shares} for t in plan.tensors]}
+                         "role": roles.get(t.name, ""), "shares": t.shares} for t in plan.tensors],
+            "phases": _phase_spans(graph)}
+
+
+def _phase_spans(graph: Graph) -> list[dict[str, Any]]:
+    spans: list[dict[str, Any]] = []
+    for index, op in enumerate(graph.ops):
+        if spans and spans[-1]["phase"] == op.phase.value:
+            spans[-1]["last"] = index
+        else:
+            spans.append({"phase": op.phase.value, "first": index, "last": index})
+    return spans
 
 
 def reference_report(graph: Graph, options: Options, losses: list[float]) -> dict[str, Any]:

@@ -118,3 +118,15 @@ def test_the_bench_table_holds_long_names_and_tile_shapes_whole(capsys: pytest.C
     assert "n1,c16,h32,w32,k64" in first
     assert len(first) == len(second) == len(header)
     assert second.index("forward") == header.index("phase") == first.index("backward")
+
+
+def test_the_memory_plan_gives_the_phase_of_every_op(graph: Graph) -> None:
+    from tinyodl.driver.report import memory_plan_fields
+
+    spans = memory_plan_fields(graph)["phases"]
+    assert spans[0]["first"] == 0 and spans[-1]["last"] == len(graph.ops) - 1
+    for before, after in zip(spans, spans[1:], strict=False):
+        assert after["first"] == before["last"] + 1 and after["phase"] != before["phase"]
+    for span in spans:
+        assert {op.phase.value for op in graph.ops[span["first"]:span["last"] + 1]} == {span["phase"]}
+    assert [span["phase"] for span in spans[:3]] == ["forward", "loss", "backward"]
