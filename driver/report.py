@@ -51,13 +51,12 @@ def build_report(graph: Graph, options: Options, program: Any, result: Any, simu
         "memory": {"l1_bytes": memory.l1_used, "l1_capacity": memory.l1_bytes, "l2_bytes": memory.l2_used,
                    "l2_capacity": memory.l2_bytes, "dma_bytes": simulated.dma[0], "dma_transfers": simulated.dma[1],
                    "dma_cycles_est": simulated.dma[2], **memory_plan_fields(graph)},
-        "notes": "instructions, MACs, cycles and DMA figures are summed over all steps except those named "
-                 "_per_step (the run's divided by steps_run) and tiles (one step's); instructions exclude start-up and "
-                 "output "
-                 "(region 0); critical_path_instructions sums each layer's busiest core (cores meet at a barrier after "
-                 "every kernel); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c) with "
-                 "the platform's memory timing; l1_accesses/l2_accesses are loads and stores summed over the compute "
-                 "cores (the per-core stacks count as L1)",
+        "notes": "instructions, MACs, cycles and DMA figures are summed over all steps, except those named "
+                 "_per_step (the run's divided by steps_run) and tiles (one step's); instructions exclude start-up "
+                 "and output (region 0); critical_path_instructions sums each layer's busiest core (cores meet at "
+                 "a barrier after every kernel); cycles_est is the plugin's in-order model "
+                 "(runtime/plugin/tinyodl_insn.c) with the platform's memory timing; l1_accesses/l2_accesses are "
+                 "loads and stores summed over the compute cores (the per-core stacks count as L1)",
     }
 
 
@@ -115,9 +114,7 @@ def print_summary(report: dict[str, Any], *, quiet: bool = False) -> None:
     """The run on stdout: every step's loss and the per-layer table, then the totals and the check. `quiet`
     keeps only the summary: the first and last loss, the totals and the check."""
     if quiet:
-        losses = [item["loss"] for item in report["steps"]]
-        print(f"loss {losses[0]:.6f} at step 0" + (f", {losses[-1]:.6f} at step {len(losses) - 1}"
-                                                     if len(losses) > 1 else "") if losses else "no steps run")
+        print(_first_and_last_loss([item["loss"] for item in report["steps"]]))
     else:
         for step, item in enumerate(report["steps"]):
             print(f"step {step}: loss {item['loss']:.6f}")
@@ -140,6 +137,13 @@ def print_summary(report: dict[str, Any], *, quiet: bool = False) -> None:
     worst = check["worst"]
     print(f"check: {'ok' if check['ok'] else 'FAILED'} (worst {worst['tensor']}: relative error "
           f"{worst['rel_err']:.3g})")
+
+
+def _first_and_last_loss(losses: list[float]) -> str:
+    if not losses:
+        return "no steps run"
+    last = f", {losses[-1]:.6f} at step {len(losses) - 1}" if len(losses) > 1 else ""
+    return f"loss {losses[0]:.6f} at step 0{last}"
 
 
 def _print_layers(report: dict[str, Any]) -> None:
