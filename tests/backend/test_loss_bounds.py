@@ -41,6 +41,15 @@ def _kernel_grad(logits: np.ndarray, label: int) -> np.ndarray:
     return grad
 
 
+def _kernel_loss(logits: np.ndarray, label: int) -> np.float32:
+    """softmax_cross_entropy of one row as the kernel computes it, in float32."""
+    z = logits.astype(np.float32)
+    total = np.float32(0.0)
+    for item in np.exp(z - np.max(z)):
+        total = np.float32(total + item)
+    return np.float32(np.log(total) - (z[label] - np.max(z)))
+
+
 @pytest.mark.parametrize("label", [0, 4])
 @pytest.mark.parametrize("share", [0.6, 0.9, 0.99])
 def test_a_confident_batch_of_one_is_within_its_bounds(label: int, share: float) -> None:
@@ -59,3 +68,5 @@ def test_a_confident_batch_of_one_is_within_its_bounds(label: int, share: float)
         bound = run.bounds[grad].reshape(-1)
         assert np.all(error <= bound), (grad, error / F32_EPS, bound / F32_EPS)
         assert np.all(bound < 64 * F32_EPS), bound / F32_EPS  # still a bound of a few roundings
+    loss_error = abs(float(_kernel_loss(logits, label)) - float(run.values["loss"]))
+    assert loss_error <= float(run.bounds["loss"]) < 64 * F32_EPS
