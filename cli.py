@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -25,21 +27,50 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
+    """One line `tinyodl: error: ...` for every bad command line, whichever sub-command's parser finds it; an
+    unknown option is named with the nearest known one."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        # argparse says "argument --l1: ..."; the option itself is the name users know
+        self.exit(2, f"tinyodl: error: {message.removeprefix('argument ')}\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(self._unknown_message(unknown, getattr(parsed, "command", None)))
+        return parsed
+
+    def _unknown_message(self, unknown: list[str], command: str | None) -> str:
+        known = list(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                known += list(action.choices[command]._option_string_actions)
+        first = unknown[0]
+        if not first.startswith("-"):
+            return f"unexpected argument {first!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+        nearest = difflib.get_close_matches(first.split("=", 1)[0], known, n=1)
+        hint = f" (did you mean {nearest[0]}?)" if nearest else ""
+        return f"unknown option {first}{hint}"
+
+
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2}
+SIZE_FORMS = "use bytes (65536), or a number with a suffix k, KB or KiB (x 1024), M, MB or MiB (x 1024^2), any case"
 
 
 def _size(text: str) -> int:
-    units = {"k": 1024, "kib": 1024, "m": 1024 * 1024, "mib": 1024 * 1024}
-    lowered = text.strip().lower()
-    for suffix, factor in sorted(units.items(), key=lambda item: -len(item[0])):
-        if lowered.endswith(suffix):
-            return int(float(lowered[: -len(suffix)]) * factor)
-    return int(lowered)
+    """Bytes: a whole number, or a number with a binary suffix (KB and MB count 1024s, as memory sizes do)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", text.lower())
+    if match is None or match.group(2) not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: {SIZE_FORMS}")
+    nbytes = float(match.group(1)) * SIZE_UNITS[match.group(2)]
+    if nbytes != int(nbytes):
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: not a whole number of bytes ({nbytes:g})")
+    return int(nbytes)
 
 
 def _betas(text: str) -> tuple[float, float]:
@@ -75,9 +106,10 @@ def _training_parent() -> _Parser:
                        help=f"the cluster to compile for (cores, L1, L2, ISA, memory timing): {budgets}")
     group.add_argument("--cores", type=int, default=None, help="compute cores (default: the platform's)")
     group.add_argument("--l1", type=_size, default=None, metavar="BYTES",
-                       help="L1 scratchpad bytes, suffix k or M allowed; 0 = no tiling (default: the platform's)")
+                       help="L1 scratchpad bytes, suffix k/KB/KiB or M/MB/MiB (all x 1024) allowed; 0 = no tiling "
+                            "(default: the platform's)")
     group.add_argument("--l2", type=_size, default=None, metavar="BYTES",
-                       help="L2 bytes, suffix k or M allowed (default: the platform's)")
+                       help="L2 bytes, suffixes as for --l1 (default: the platform's)")
     group.add_argument("--no-tiling", dest="tiling", action="store_false",
                        help="kernels read L2 directly (the untiled baseline)")
     group.add_argument("--dma-check", action="store_true",
@@ -151,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "parameters the run produced)")
     simulate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
     simulate.add_argument("--quiet", action="store_true",
-                          help="no progress (phases; steps, loss and ETA while the run goes on) on stderr")
+                          help="only the summary on stdout (the first and last loss, the totals, the check, the "
+                               "evaluation): no progress on stderr, no line per step, no per-layer table, no "
+                               "'wrote' lines; errors still go to stderr")
     simulate.add_argument("--build-dir", type=Path, default=None, help="keep the generated project here")
 
     evaluate = sub.add_parser("eval", parents=[parent], help="forward only: loss, accuracy, confusion matrix")
@@ -169,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--predictions", type=Path, default=None, metavar="OUT.npy",
                           help="write the predictions: the class per sample (cross-entropy), the outputs (mse)")
     evaluate.add_argument("--timeout", type=float, default=600.0, help="host timeout of the simulator, seconds")
-    evaluate.add_argument("--quiet", action="store_true", help="no progress messages")
+    evaluate.add_argument("--quiet", action="store_true",
+                          help="no progress messages on stderr (the evaluation itself is the summary)")
     evaluate.add_argument("--build-dir", type=Path, default=None, help="keep the generated project here")
 
     compile_ = sub.add_parser("compile", parents=[parent], help="emit a self-contained C project")

@@ -19,6 +19,7 @@ from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
 from tinyodl.driver.progress import Progress
 from tinyodl.driver.qemu import SimulationFailed, run_on_qemu
+from tinyodl.driver.report import RUN_AND_STEP_CYCLES, cycles_line, width
 
 
 def _key(layer: dict[str, Any]) -> tuple[str, str]:
@@ -39,15 +40,15 @@ def compare_reports(main: dict[str, Any], base: dict[str, Any]) -> dict[str, Any
                                                         "dma_cycles_exposed", "cycles_est")}})
     critical, critical_base = (main["totals"]["critical_path_instructions"],
                                base["totals"]["critical_path_instructions"])
-    return {"model": main["model"], "cores": main["cores"], "baseline_cores": base["cores"], "layers": rows,
+    return {"model": main["model"], "cores": main["cores"], "baseline_cores": base["cores"],
+            "steps_run": main["steps_run"], "layers": rows,
             "totals": {"macs": main["totals"]["macs"], "critical_path_instructions": critical,
                        "critical_path_instructions_base": critical_base,
                        "speedup": critical_base / critical if critical else 0.0,
                        "mac_per_instr": main["totals"]["mac_per_instr"],
                        "cycles_est": main["totals"]["cycles_est"],
                        "cycles_est_base": base["totals"]["cycles_est"],
-                       **{key: main["totals"].get(key) for key in ("cycles_step_est", "dma_cycles_hidden",
-                                                                   "dma_cycles_exposed", "mac_per_cycle")}},
+                       **{key: main["totals"].get(key) for key in (*RUN_AND_STEP_CYCLES, "mac_per_cycle")}},
             "memory": main["memory"], "check_ok": main["check"]["ok"] and base["check"]["ok"]}
 
 
@@ -57,29 +58,32 @@ def _shape(shape: dict[str, int] | None) -> str:
 
 def print_comparison(result: dict[str, Any]) -> None:
     cores, base = result["cores"], result["baseline_cores"]
-    head = (f"{'layer':<26} {'op':<24} {'phase':<8} {'MACs':>10} {f'instr@{base}':>11} {f'instr@{cores}':>10} "
-            f"{'speed-up':>8} {'MAC/instr':>9} {'tiles':>5} {'tile':<18} {'DMA B':>8} {'hidden':>8} {'exposed':>8}")
+    rows = result["layers"]
+    total_label = "step (critical path)" if result.get("steps_run", 1) == 1 else "run (critical path)"
+    name_w = width("layer", total_label, *(row["name"] for row in rows))
+    op_w = width("op", *(row["op"] for row in rows))
+    tile_w = width("tile", *(_shape(row.get("tile_shape")) for row in rows))
+    head = (f"{'layer':<{name_w}} {'op':<{op_w}} {'phase':<8} {'MACs':>10} {f'instr@{base}':>11} "
+            f"{f'instr@{cores}':>10} {'speed-up':>8} {'MAC/instr':>9} {'tiles':>5} {'tile':<{tile_w}} {'DMA B':>8} "
+            f"{'hidden':>8} {'exposed':>8}")
     print(head)
     print("-" * len(head))
-    for row in result["layers"]:
-        print(f"{row['name'][:26]:<26} {row['op'][:24]:<24} {row['phase']:<8} {row['macs']:>10} "
+    for row in rows:
+        print(f"{row['name']:<{name_w}} {row['op']:<{op_w}} {row['phase']:<8} {row['macs']:>10} "
               f"{row['instructions_base']:>11} {row['instructions']:>10} {row['speedup']:>8.2f} "
-              f"{row['mac_per_instr']:>9.3f} {row.get('tiles') or 0:>5} {_shape(row.get('tile_shape'))[:18]:<18} "
+              f"{row['mac_per_instr']:>9.3f} {row.get('tiles') or 0:>5} {_shape(row.get('tile_shape')):<{tile_w}} "
               f"{row.get('dma_bytes') or 0:>8} {row.get('dma_cycles_hidden') or 0:>8} "
               f"{row.get('dma_cycles_exposed') or 0:>8}")
     totals = result["totals"]
     print("-" * len(head))
-    print(f"{'step (critical path)':<26} {'':<24} {'':<8} {totals['macs']:>10} "
+    print(f"{total_label:<{name_w}} {'':<{op_w}} {'':<8} {totals['macs']:>10} "
           f"{totals['critical_path_instructions_base']:>11} {totals['critical_path_instructions']:>10} "
           f"{totals['speedup']:>8.2f} {totals['mac_per_instr']:>9.3f}")
     memory = result["memory"]
     print(f"est. cycles: {totals['cycles_est_base']} on {base} core(s), {totals['cycles_est']} on {cores}; "
           f"checks {'ok' if result['check_ok'] else 'FAILED'}")
-    if totals.get("cycles_step_est"):
-        exposed = totals["dma_cycles_exposed"] or 0
-        print(f"step on {cores} cores: {totals['cycles_step_est']} cycles (model estimate) with {exposed} of DMA "
-              f"exposed ({100 * exposed / totals['cycles_step_est']:.1f}%) and {totals['dma_cycles_hidden']} "
-              f"hidden; {totals['mac_per_cycle']:.2f} MAC/cycle for the cluster")
+    if totals.get("cycles_per_step_est"):
+        print(f"on {cores} cores, {cycles_line(totals, result['steps_run'])}")
     if memory.get("l2_peak_bytes"):
         print(f"L2 plan: peak {memory['l2_peak_bytes']} B, naive {memory['l2_naive_bytes']} B, lower bound "
               f"{memory['l2_lower_bound_bytes']} B; L1 {memory['l1_bytes']} of {memory['l1_capacity']} B")

@@ -2,7 +2,7 @@
 
 Every value v of the step may differ from the float64 reference by at most, element by element,
 
-    SAFETY * (sqrt(n) * (eps32 * M(v) + 2^-149) + max |f32(v) - f64(v)|)
+    SAFETY * (sqrt(n) * (eps32 * M(v) + 2^-149) + max |f32(v) - f64(v)|) + carried(v)
 
 - The first term is the rounding of v's own op: a float32 sum of n terms a_i b_i errs by about
   sqrt(n) * eps32 * max|partial sum| <= sqrt(n) * eps32 * sum |a_i b_i| (eps32 = 2^-24; n * eps32 is the
@@ -11,11 +11,31 @@ Every value v of the step may differ from the float64 reference by at most, elem
   magnitudes of its operands, which for linear and multilinear ops is exactly sum |a_i b_i|. Operands that
   only select or scale (the saved input of relu_grad, the argmax source of maxpool2d_grad, batch-norm
   variances, labels) keep their values, subtracted operands (means, mse targets) enter negated so that their
-  magnitudes add, and the cross-entropy is bounded by hand (`_loss_magnitudes`). M(v) >= |v| always.
+  magnitudes add, and the cross-entropy is bounded by hand (below). M(v) >= |v| always.
 - The second term is the error v inherits from its operands: the same step run in float32 on the host
   (numpy, same ops, another summation order) measures it, taken normwise (its largest element) because
   inherited errors do not stay where they were made. A worst-case bound of inherited errors grows with the
   product of the layers' sums |w| and would be orders of magnitude looser than any real error.
+- The third term, carried(v), is the part of the loss gradient's worst case that reaches v (below); it is
+  zero outside the backward phase.
+- The cross-entropy and its gradient (`_loss_rounding`) are bounded by hand, in the order the kernel computes
+  them (backend_c/kernels/loss.c): per row m = max z, e_j = expf(z_j - m), S = sum e_j in sequence,
+  p_j = e_j * (1/S) * (1/N), then p_t - 1/N at the label t. In units of eps32, with p_j = e_j / S:
+    e_j        relative |z_j - m| (the rounded argument, amplified by exp) + 2 (expf within one ulp)
+    S          relative sum_j p_j (|z_j - m| + 2) + (C - 1) (the running sum's roundings)
+    p_j        relative that of e_j and S + 4 (1/S, the two multiplies, 1/N)
+    p_t - 1/N  absolutely |p_t - 1/N| + 1/N (exact when p_t >= 1/2 by Sterbenz; 1/N's rounding)
+  so |d g_j| <= eps32 / N * (p_j (|z_j - m| + sum_k p_k |z_k - m| + C + 6) + |p_j - y_j| + y_j), y the
+  one-hot label (the 1/N of an exact division by a power of two is counted anyway). These are absolute in
+  the probabilities, not relative to g: when the model is confident,
+  p_t - 1 cancels to a few eps32 while its error stays eps32 times the terms above (a batch of one at a
+  loss of 1e-5). The loss log(S) - (z_t - m) errs by the relative error of S, logf's ulp of log(S) and the
+  two subtractions; the mean over N rows adds (N - 1) roundings of the running total. Being worst cases,
+  these own terms are not multiplied by SAFETY (the inherited term still is).
+  The host's float32 run does not sample these errors (numpy's exp, log and summation order are not the
+  target's), so the gradient's worst case is also carried forward: every backward op, linear in the
+  gradient it receives, passes it on as its magnitude run with that operand replaced by the carried error
+  (a bias gradient at batch 1 is the loss gradient itself), added to the bound without the safety factor.
 
 A kernel that drops, repeats or misplaces one of n terms errs by about M(v) / n, far above the bound for the
 sizes of our models. A ReLU or max that flips on a difference of one rounding is not covered; it needs a
@@ -48,6 +68,8 @@ _ACTUAL = {"relu_grad": {1}, "leaky_relu_grad": {1}, "sigmoid_grad": {1}, "tanh_
            "maxpool2d_grad": {1}, "batchnorm": {4}, "batchnorm_grad_input": {2}, "batchnorm_grad_params": {3}}
 # Operand positions, per op, that are subtracted: their magnitudes enter negated so that they add.
 _NEGATED = {"mse_loss": {1}, "mse_loss_grad": {1}, "batchnorm": {3}, "batchnorm_grad_params": {2}}
+# Ops whose own rounding is bounded by hand, as a worst case (see the module's docstring).
+_BY_HAND = ("softmax_cross_entropy", "softmax_cross_entropy_grad")
 # Attributes that scale a result: their magnitudes are used.
 _SCALES = ("alpha", "beta", "scale")
 
@@ -80,6 +102,7 @@ def _run_step(graph: Graph, state: Mapping[str, np.ndarray], feed: Mapping[str, 
     for value in graph.inputs + graph.params + graph.state:
         singles[value.name] = _stored(value, values[value.name], np.float32)
     bounds: dict[str, np.ndarray] = {}
+    carried: dict[str, np.ndarray] = {}  # worst-case errors the float32 run does not sample, by value
     state_after: dict[str, np.ndarray] = {}
     for op in graph.ops:
         kernel, kernel_attrs = kernel_of(op.type, op.attrs)  # a tile loop computes what its kernel does
@@ -102,15 +125,23 @@ def _run_step(graph: Graph, state: Mapping[str, np.ndarray], feed: Mapping[str, 
         if op.phase is Phase.UPDATE:
             continue
         single_results = opdef.reference([singles[v.name] for v in op.inputs], attrs)
-        terms = np.sqrt(_terms(op))
-        for value, magnitude, single in zip(op.outputs, _magnitudes(op, kernel, attrs, values), single_results,
-                                            strict=False):
+        incoming = {v.name: carried[v.name] for v in op.inputs if v.name in carried}
+        passed_on = _magnitudes(op, kernel, attrs, values, incoming) if incoming else [None] * len(op.outputs)
+        for value, own, single, passed in zip(op.outputs, _own_rounding(op, kernel, attrs, values),
+                                              single_results, passed_on, strict=False):
             singles[value.name] = _stored(value, single, np.float32)
             if not value.dtype.is_float:
                 continue
             inherited = np.max(np.abs(singles[value.name] - values[value.name]), initial=0.0)
-            magnitude = np.maximum(_stored(value, magnitude), np.abs(values[value.name]))
-            bounds[value.name] = SAFETY * (terms * (F32_EPS * magnitude + F32_SUBNORMAL) + inherited)
+            if kernel in _BY_HAND:  # a worst case already: no safety factor on it
+                bounds[value.name] = _stored(value, own) + SAFETY * inherited
+            else:
+                bounds[value.name] = SAFETY * (_stored(value, own) + inherited)
+            if kernel == "softmax_cross_entropy_grad":
+                carried[value.name] = _stored(value, own)
+            elif passed is not None:
+                carried[value.name] = _stored(value, passed)
+                bounds[value.name] = bounds[value.name] + carried[value.name]
     return StepRun(values, bounds, state_after)
 
 
@@ -126,20 +157,35 @@ def _terms(op: Op) -> float:
     return float(max(1, op_macs(op) // outputs, largest_input // outputs))
 
 
-def _magnitudes(op: Op, kernel: str, attrs: Mapping[str, object], values: Mapping[str, np.ndarray]
-                ) -> list[np.ndarray]:
-    """sum |terms| of each output element of `op`, which computes `kernel` (see the module's docstring)."""
-    if kernel in ("softmax_cross_entropy", "softmax_cross_entropy_grad"):
-        return _loss_magnitudes(kernel, values[op.inputs[0].name])
+def _own_rounding(op: Op, kernel: str, attrs: Mapping[str, object], values: Mapping[str, np.ndarray]
+                  ) -> list[np.ndarray]:
+    """The rounding error of each output of `op` in its own arithmetic (see the module's docstring)."""
+    if kernel in _BY_HAND:
+        return _loss_rounding(kernel, values[op.inputs[0].name], values[op.inputs[1].name])
+    terms = np.sqrt(_terms(op))
+    return [terms * (F32_EPS * np.maximum(np.abs(np.reshape(magnitude, value.shape)), np.abs(values[value.name]))
+                     + F32_SUBNORMAL)
+            for value, magnitude in zip(op.outputs, _magnitudes(op, kernel, attrs, values), strict=False)]
+
+
+def _magnitudes(op: Op, kernel: str, attrs: Mapping[str, object], values: Mapping[str, np.ndarray],
+                replaced: Mapping[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """sum |terms| of each output element of `op`, which computes `kernel` (see the module's docstring).
+    Operands named in `replaced` enter as the given non-negative arrays instead of their magnitudes: for an
+    op linear in them, that bounds how an error of that size in them shows in the result."""
+    replaced = replaced or {}
     if kernel == "softmax":
         return [np.ones(op.outputs[0].shape)]  # every probability lies in [0, 1]
     if kernel == "softmax_grad":  # y * (dy - sum(dy * y)): both terms add up in magnitude
-        dy, y = np.abs(values[op.inputs[0].name]), np.abs(values[op.inputs[1].name])
+        dy = replaced.get(op.inputs[0].name, np.abs(values[op.inputs[0].name]))
+        y = np.abs(values[op.inputs[1].name])
         axis = int(attrs.get("axis", -1))  # type: ignore[call-overload]
         return [y * (dy + np.sum(dy * y, axis=axis, keepdims=True))]
     operands = []
     for position, value in enumerate(op.inputs):
-        if position in _ACTUAL.get(kernel, set()) or not value.dtype.is_float:
+        if value.name in replaced:
+            operands.append(replaced[value.name])
+        elif position in _ACTUAL.get(kernel, set()) or not value.dtype.is_float:
             operands.append(values[value.name])
         elif position in _NEGATED.get(kernel, set()):
             operands.append(-np.abs(values[value.name]))
@@ -149,12 +195,22 @@ def _magnitudes(op: Op, kernel: str, attrs: Mapping[str, object], values: Mappin
     return [np.abs(result) for result in lookup(kernel).reference(operands, scaled)]
 
 
-def _loss_magnitudes(kernel: str, logits: np.ndarray) -> list[np.ndarray]:
-    """The cross-entropy of a batch is the mean of logsumexp(z) - z_target, its gradient (softmax - onehot) / B.
-    Both round at the scale of the logits and of 1, not at their own values: a loss near 0 and a probability
-    near 1 (the "p - 1" that float32 resolves only to eps32) get absolute bounds."""
-    batch, classes = logits.shape[0], logits.shape[1]
+def _loss_rounding(kernel: str, logits: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """The worst-case rounding of the cross-entropy (a scalar) or of its gradient (per logit), as the kernel
+    computes them (see the module's docstring)."""
+    batch, classes = logits.shape
+    below = np.max(logits, axis=1, keepdims=True) - logits  # |z_j - m|, the arguments of expf
+    probs = np.exp(-below)
+    probs /= np.sum(probs, axis=1, keepdims=True)
+    spread = np.sum(probs * below, axis=1, keepdims=True)  # sum_k p_k |z_k - m|
     if kernel == "softmax_cross_entropy_grad":
-        return [np.full(logits.shape, 2.0 / batch)]
-    rows = np.max(np.abs(logits).reshape(batch, -1), axis=1) + np.log(classes)
-    return [np.asarray(np.mean(rows))]
+        onehot = np.zeros_like(probs)
+        onehot[np.arange(batch), labels.astype(np.int64)] = 1.0
+        units = probs * (below + spread + classes + 6) + np.abs(probs - onehot) + onehot
+        return [F32_EPS / batch * units + F32_SUBNORMAL]
+    log_sum = np.log(np.sum(np.exp(-below), axis=1))
+    target_below = below[np.arange(batch), labels.astype(np.int64)]
+    sum_error = spread[:, 0] + 2 + (classes - 1)  # the relative error of S, which log turns absolute
+    rows = sum_error + 2 * log_sum + target_below + np.abs(log_sum + target_below)
+    return [np.asarray(F32_EPS * (np.mean(rows) + (batch - 1) * np.mean(np.abs(log_sum + target_below))
+                                  + np.abs(np.mean(log_sum + target_below))) + F32_SUBNORMAL)]

@@ -98,7 +98,7 @@ def cmd_simulate(args: argparse.Namespace, options: Options) -> int:
     except SimulationFailed as exc:
         print(f"tinyodl: {exc}", file=sys.stderr)
         return 1
-    print_summary(result.report)
+    print_summary(result.report, quiet=args.quiet)
     if "eval" in result.report:
         print_before_after(result.report["eval"])
     if args.report is not None:
@@ -111,7 +111,8 @@ def cmd_simulate(args: argparse.Namespace, options: Options) -> int:
         save_onnx(args.model, args.save_onnx, result.params)
     if args.plot is not None:
         for path in write_plots(result.report, args.plot):
-            print(f"wrote {path}")
+            if not args.quiet:
+                print(f"wrote {path}")
     if not result.ok:
         worst = result.check["worst"]
         print(f"tinyodl: check failed: worst tensor {worst['tensor']} (relative error {worst['rel_err']:.3g}, "

@@ -10,6 +10,10 @@ from tinyodl.ir.graph import Graph
 from tinyodl.ir.registry import kernel_of, op_macs
 from tinyodl.ir.types import Phase, Role
 
+# The modelled cycles that add the exposed DMA (driver/timing.py), for the whole run and per step.
+RUN_AND_STEP_CYCLES = ("cycles_run_est", "cycles_per_step_est", "dma_cycles_hidden_run", "dma_cycles_exposed_run",
+                       "dma_cycles_hidden_per_step", "dma_cycles_exposed_per_step")
+
 
 def build_report(graph: Graph, options: Options, program: Any, result: Any, simulated: SimOutput,
                  check: dict[str, Any], memory: Any) -> dict[str, Any]:
@@ -49,17 +53,19 @@ def build_report(graph: Graph, options: Options, program: Any, result: Any, simu
         "memory": {"l1_bytes": memory.l1_used, "l1_capacity": memory.l1_bytes, "l2_bytes": memory.l2_used,
                    "l2_capacity": memory.l2_bytes, "dma_bytes": simulated.dma[0], "dma_transfers": simulated.dma[1],
                    "dma_cycles_est": simulated.dma[2], **memory_plan_fields(graph)},
-        "notes": "instructions and MACs are summed over all steps; instructions exclude start-up and output "
-                 "(region 0); critical_path_instructions sums each layer's busiest core (cores meet at a barrier after "
-                 "every kernel); cycles_est is the plugin's in-order model (runtime/plugin/tinyodl_insn.c) with "
-                 "the platform's memory timing; l1_accesses/l2_accesses are loads and stores summed over the compute "
-                 "cores (the per-core stacks count as L1)",
+        "notes": "instructions, MACs, cycles and DMA figures are summed over all steps, except those named "
+                 "_per_step (the run's divided by steps_run) and tiles (one step's); instructions exclude start-up "
+                 "and output (region 0); critical_path_instructions sums each layer's busiest core (cores meet at "
+                 "a barrier after every kernel); cycles_est is the plugin's in-order model "
+                 "(runtime/plugin/tinyodl_insn.c) with the platform's memory timing; l1_accesses/l2_accesses are "
+                 "loads and stores summed over the compute cores (the per-core stacks count as L1)",
     }
 
 
 def memory_plan_fields(graph: Graph) -> dict[str, Any]:
-    """The L2 plan of the memory pass (when it ran): peak, naive sum, lower bound, the peak op, and per
-    tensor its offset, size, role and first/last op index (what `--plot` draws)."""
+    """The L2 plan of the memory pass (when it ran): peak, naive sum, lower bound, the peak op, per tensor
+    its offset, size, role and first/last op index, and the op index spans of the phases (what `--plot`
+    draws; updates interleave with the backward ops that produce their gradients)."""
     plan = graph.memory_plan
     if plan is None:
         return {}
@@ -69,7 +75,18 @@ def memory_plan_fields(graph: Graph) -> dict[str, Any]:
             "l2_lower_bound_bytes": plan.lower_bound_bytes, "l2_peak_op": plan.peak_op,
             "l2_peak_kernel": kernel_of(peak.type, peak.attrs)[0], "l2_peak_node": peak.node,
             "tensors": [{"name": t.name, "offset": t.offset, "size": t.size, "first": t.first, "last": t.last,
-                         "role": roles.get(t.name, ""), "shares": t.shares} for t in plan.tensors]}
+                         "role": roles.get(t.name, ""), "shares": t.shares} for t in plan.tensors],
+            "phases": _phase_spans(graph)}
+
+
+def _phase_spans(graph: Graph) -> list[dict[str, Any]]:
+    spans: list[dict[str, Any]] = []
+    for index, op in enumerate(graph.ops):
+        if spans and spans[-1]["phase"] == op.phase.value:
+            spans[-1]["last"] = index
+        else:
+            spans.append({"phase": op.phase.value, "first": index, "last": index})
+    return spans
 
 
 def shared_params(graph: Graph) -> dict[str, list[str]]:
@@ -98,8 +115,8 @@ def reference_report(graph: Graph, options: Options, losses: list[float]) -> dic
         "layers": [],
         "totals": {"macs": sum(op_macs(op) for op in graph.ops) * steps, "instructions_max_core": None,
                    "instructions_per_core": [], "critical_path_instructions": None, "mac_per_instr": None,
-                   "cycles_est": None, "cycles_critical_path_est": None, "dma_cycles_hidden": None,
-                   "dma_cycles_exposed": None, "cycles_step_est": None, "mac_per_cycle": None},
+                   "cycles_est": None, "cycles_critical_path_est": None, **dict.fromkeys(RUN_AND_STEP_CYCLES),
+                   "mac_per_cycle": None},
         "memory": {"l1_bytes": None, "l1_capacity": options.target().l1_bytes, "l2_bytes": None,
                    "l2_capacity": options.target().l2_bytes, "dma_bytes": None, "dma_transfers": None,
                    "dma_cycles_est": None, **memory_plan_fields(graph)},
@@ -108,39 +125,75 @@ def reference_report(graph: Graph, options: Options, losses: list[float]) -> dic
     }
 
 
-def print_summary(report: dict[str, Any]) -> None:
-    for step, item in enumerate(report["steps"]):
-        print(f"step {step}: loss {item['loss']:.6f}")
+def print_summary(report: dict[str, Any], *, quiet: bool = False) -> None:
+    """The run on stdout: every step's loss and the per-layer table, then the totals and the check. `quiet`
+    keeps only the summary: the first and last loss, the totals and the check."""
+    if quiet:
+        print(_first_and_last_loss([item["loss"] for item in report["steps"]]))
+    else:
+        for step, item in enumerate(report["steps"]):
+            print(f"step {step}: loss {item['loss']:.6f}")
     for name, nodes in report.get("shared_params", {}).items():
         print(f"shared parameter {name}: one tensor read by {', '.join(nodes)}")
     if report["target"] == "reference":
         return  # the golden run itself: no instructions, cycles or check to show
-    header = f"{'layer':<28} {'op':<34} {'phase':<8} {'MACs':>11} {'instr (max core)':>16} {'MAC/instr':>9}"
-    print(header)
-    print("-" * len(header))
-    for layer in report["layers"]:
-        print(f"{layer['name'][:28]:<28} {layer['op'][:34]:<34} {layer['phase']:<8} {layer['macs']:>11} "
-              f"{max(layer['instructions']):>16} {layer['mac_per_instr']:>9.3f}")
+    if not quiet:
+        _print_layers(report)
     totals = report["totals"]
-    print("-" * len(header))
-    print(f"{'total':<28} {'':<34} {'':<8} {totals['macs']:>11} {totals['instructions_max_core']:>16} "
-          f"{totals['mac_per_instr']:>9.3f}")
     memory = report["memory"]
     print(platform_line(report["platform"]))
-    print(f"cores {report['cores']}, est. cycles (busiest core) {totals['cycles_est']}, "
+    over = f" over {report['steps_run']} steps" if report["steps_run"] > 1 else ""
+    print(f"cores {report['cores']}, est. cycles (busiest core{over}) {totals['cycles_est']}, "
           f"L1 {memory['l1_bytes']} B, L2 {memory['l2_bytes']} B, DMA {memory['dma_bytes']} B")
-    if totals.get("cycles_step_est"):
-        exposed = totals["dma_cycles_exposed"]
+    if totals.get("cycles_per_step_est"):
         tiles = sum(layer.get("tiles", 0) for layer in report["layers"])
         plan = f"; L2 plan peak {memory['l2_peak_bytes']} B (naive {memory['l2_naive_bytes']} B)" \
             if memory.get("l2_peak_bytes") else ""
-        print(f"step (model estimate): {totals['cycles_step_est']} cycles, DMA {exposed} exposed "
-              f"({100 * exposed / totals['cycles_step_est']:.1f}%) and {totals['dma_cycles_hidden']} hidden, "
-              f"{totals['mac_per_cycle']:.2f} MAC/cycle; {tiles} tiles{plan}")
+        print(f"{cycles_line(totals, report['steps_run'])}; {tiles} tiles{plan}")
     check = report["check"]
     worst = check["worst"]
     print(f"check: {'ok' if check['ok'] else 'FAILED'} (worst {worst['tensor']}: relative error "
           f"{worst['rel_err']:.3g})")
+
+
+def _first_and_last_loss(losses: list[float]) -> str:
+    if not losses:
+        return "no steps run"
+    last = f", {losses[-1]:.6f} at step {len(losses) - 1}" if len(losses) > 1 else ""
+    return f"loss {losses[0]:.6f} at step 0{last}"
+
+
+def _print_layers(report: dict[str, Any]) -> None:
+    """One row per layer and phase, the name and op columns as wide as their longest entry."""
+    layers, totals = report["layers"], report["totals"]
+    name_width = width("layer", "total", *(layer["name"] for layer in layers))
+    op_width = width("op", *(layer["op"] for layer in layers))
+    header = (f"{'layer':<{name_width}} {'op':<{op_width}} {'phase':<8} {'MACs':>11} {'instr (max core)':>16} "
+              f"{'MAC/instr':>9}")
+    print(header)
+    print("-" * len(header))
+    for layer in layers:
+        print(f"{layer['name']:<{name_width}} {layer['op']:<{op_width}} {layer['phase']:<8} {layer['macs']:>11} "
+              f"{max(layer['instructions']):>16} {layer['mac_per_instr']:>9.3f}")
+    print("-" * len(header))
+    print(f"{'total':<{name_width}} {'':<{op_width}} {'':<8} {totals['macs']:>11} "
+          f"{totals['instructions_max_core']:>16} {totals['mac_per_instr']:>9.3f}")
+
+
+def width(*cells: str) -> int:
+    """The width of a table column that holds these cells (its header among them) without cutting any."""
+    return max(len(cell) for cell in cells)
+
+
+def cycles_line(totals: dict[str, Any], steps: int) -> str:
+    """The modelled cycles per step with their DMA, and the run's total when it has several steps."""
+    per_step, exposed = totals["cycles_per_step_est"], totals["dma_cycles_exposed_per_step"]
+    line = (f"per step (model estimate): {per_step} cycles, DMA {exposed} exposed "
+            f"({100 * exposed / per_step:.1f}%) and {totals['dma_cycles_hidden_per_step']} hidden, "
+            f"{totals['mac_per_cycle']:.2f} MAC/cycle")
+    if steps > 1:
+        line += f"; run of {steps} steps: {totals['cycles_run_est']} cycles"
+    return line
 
 
 def platform_line(platform: dict[str, Any]) -> str:

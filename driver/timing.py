@@ -154,8 +154,9 @@ def replay(loop: LoopTiming, compute_cycles: float) -> tuple[float, float]:
 
 
 def add_dma_timing(report: dict, graph: Graph, target: Target) -> None:  # type: ignore[type-arg]
-    """Per layer: tiles, tile_shape, dma_bytes, dma_cycles_hidden/exposed; totals: the step's cycles with
-    the exposed DMA added, and cluster MACs per cycle."""
+    """Per layer: tiles (per step), tile_shape, dma_bytes and dma_cycles_hidden/exposed (over the run, like
+    the layer's other figures); totals: the cycles with the exposed DMA added and the DMA cycles, each for
+    the run (`_run`) and per step (`_per_step`), and the cluster's MACs per cycle."""
     timings = layer_timings(graph, target)
     steps = max(1, int(report.get("steps_run") or 1))
     exposed_total = hidden_total = 0.0
@@ -170,7 +171,10 @@ def add_dma_timing(report: dict, graph: Graph, target: Target) -> None:  # type:
         exposed_total += exposed * steps
     totals = report["totals"]
     compute = sum(layer["cycles_est"] for layer in report["layers"])
-    step_cycles = compute + exposed_total
-    totals.update({"cycles_critical_path_est": round(compute), "dma_cycles_hidden": round(hidden_total),
-                   "dma_cycles_exposed": round(exposed_total), "cycles_step_est": round(step_cycles),
-                   "mac_per_cycle": totals["macs"] / step_cycles if step_cycles else 0.0})
+    run_cycles = compute + exposed_total
+    totals.update({"cycles_critical_path_est": round(compute),
+                   "cycles_run_est": round(run_cycles), "cycles_per_step_est": round(run_cycles / steps),
+                   "dma_cycles_hidden_run": round(hidden_total), "dma_cycles_exposed_run": round(exposed_total),
+                   "dma_cycles_hidden_per_step": round(hidden_total / steps),
+                   "dma_cycles_exposed_per_step": round(exposed_total / steps),
+                   "mac_per_cycle": totals["macs"] / run_cycles if run_cycles else 0.0})

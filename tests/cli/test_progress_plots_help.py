@@ -120,8 +120,11 @@ def test_cli_progress_on_a_pipe_and_quiet() -> None:
     lines = done.stderr.splitlines()
     assert lines[0] == "[tinyodl] reference: 3 step(s) in float64"
     assert [line.split("  ")[0] for line in lines[1:]] == [f"[tinyodl] reference: step {i}/3" for i in (1, 2, 3)]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["step 0", "step 1", "step 2"]
     quiet = subprocess.run(command + ["--quiet"], capture_output=True, text=True, timeout=120)
-    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == done.stdout
+    first, last = (line.split("loss ")[1] for line in done.stdout.splitlines()[::2])
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout == f"loss {first} at step 0, {last} at step 2\n"  # the summary alone
 
 
 def test_plot_writes_the_loss_curve_and_the_memory_map(tmp_path: Path) -> None:
@@ -146,6 +149,42 @@ def test_plots_follow_what_the_report_holds(tmp_path: Path) -> None:
                                     {"name": "b", "offset": 64, "size": 32, "first": 1, "last": 2, "role": "act"}],
                         "l2_peak_bytes": 96, "l2_lower_bound_bytes": 96}
     assert [p.name for p in write_plots(report, tmp_path)] == ["loss.png", "memory.png"]
+
+
+def test_the_loss_curve_of_a_few_steps_ticks_whole_steps() -> None:
+    pytest.importorskip("matplotlib")
+    from tinyodl.driver.plots import _loss_figure
+
+    for steps in (2, 3, 7):
+        figure = _loss_figure([1.0 / (step + 1) for step in range(steps)], {"model": "m", "target": "qemu"})
+        axes = figure.axes[0]
+        figure.canvas.draw()
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert len(ticks) >= 2 and all(tick == int(tick) for tick in ticks), (steps, ticks)
+
+
+def test_the_memory_map_names_the_phases_and_every_mark_in_its_legend() -> None:
+    pytest.importorskip("matplotlib")
+    from tinyodl.driver.plots import _memory_figure
+
+    tensors = [{"name": "w", "offset": 0, "size": 4096, "first": -1, "last": 9, "role": "param", "shares": ""},
+               {"name": "a", "offset": 4096, "size": 2048, "first": 0, "last": 4, "role": "act", "shares": ""},
+               {"name": "g", "offset": 4096, "size": 2048, "first": 4, "last": 8, "role": "grad", "shares": "a"},
+               {"name": "s", "offset": 6144, "size": 4, "first": 1, "last": 2, "role": "act", "shares": ""}]
+    phases = [{"phase": "forward", "first": 0, "last": 3}, {"phase": "loss", "first": 4, "last": 4},
+              {"phase": "backward", "first": 5, "last": 6}, {"phase": "update", "first": 7, "last": 7},
+              {"phase": "backward", "first": 8, "last": 8}, {"phase": "update", "first": 9, "last": 9}]
+    figure = _memory_figure(tensors, {"model": "m", "memory": {"l2_peak_bytes": 6148, "l2_lower_bound_bytes": 6148,
+                                                               "phases": phases}})
+    axes, strip = figure.axes
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert legend[:3] == ["param", "grad", "act"]
+    for fragment in ("in place", "thin line", "lower bound", "phase: forward", "phase: loss", "phase: backward",
+                     "phase: update"):
+        assert sum(fragment in entry for entry in legend) == 1, (fragment, legend)
+    assert [text.get_text() for text in strip.texts] == ["forward", "loss", "backward + update"]
+    assert "op index" in strip.get_xlabel()
 
 
 def test_missing_matplotlib_is_one_line_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
