@@ -101,7 +101,9 @@ def _training_parent() -> _Parser:
                             "of initializer names")
     group.add_argument("--dtype", choices=DTYPES, default="fp32", help="arithmetic precision")
     group.add_argument("--layout", choices=LAYOUTS, default="chw", help="activation layout")
-    group.add_argument("--fold-bn", action="store_true", help="fold batch norm into the preceding conv")
+    group.add_argument("--fold-bn", action="store_true", help="fold batch norm into the preceding conv; without it batch norm is a layer of its own "
+                            "that normalises with its running statistics (PyTorch eval() mode): scale and bias "
+                            "train, the statistics stay fixed")
     group.add_argument("--platform", choices=sorted(TARGETS), default="pulp8",
                        help=f"the cluster to compile for (cores, L1, L2, ISA, memory timing): {budgets}")
     group.add_argument("--cores", type=int, default=None, help="compute cores (default: the platform's)")
