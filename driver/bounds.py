@@ -2,7 +2,7 @@
 
 Every value v of the step may differ from the float64 reference by at most, element by element,
 
-    SAFETY * (sqrt(n) * (eps32 * M(v) + 2^-149) + max |f32(v) - f64(v)|) + carried(v)
+    SAFETY * (sqrt(n) * (eps32 * M(v) + 2^-149) + max |f32(v) - f64(v)|) + W(v) + carried(v)
 
 - The first term is the rounding of v's own op: a float32 sum of n terms a_i b_i errs by about
   sqrt(n) * eps32 * max|partial sum| <= sqrt(n) * eps32 * sum |a_i b_i| (eps32 = 2^-24; n * eps32 is the
@@ -11,15 +11,16 @@ Every value v of the step may differ from the float64 reference by at most, elem
   magnitudes of its operands, which for linear and multilinear ops is exactly sum |a_i b_i|. Operands that
   only select or scale (the saved input of relu_grad, the argmax source of maxpool2d_grad, batch-norm
   variances, labels) keep their values, subtracted operands (means, mse targets) enter negated so that their
-  magnitudes add, and the cross-entropy is bounded by hand (below). M(v) >= |v| always.
+  magnitudes add, and the cross-entropy and its gradient round at the scale of the logits and of 1 (a loss
+  near 0 and a probability near 1 get absolute bounds). M(v) >= |v| always.
 - The second term is the error v inherits from its operands: the same step run in float32 on the host
   (numpy, same ops, another summation order) measures it, taken normwise (its largest element) because
   inherited errors do not stay where they were made. A worst-case bound of inherited errors grows with the
   product of the layers' sums |w| and would be orders of magnitude looser than any real error.
-- The third term, carried(v), is the part of the loss gradient's worst case that reaches v (below); it is
-  zero outside the backward phase.
-- The cross-entropy and its gradient (`_loss_rounding`) are bounded by hand, in the order the kernel computes
-  them (backend_c/kernels/loss.c): per row m = max z, e_j = expf(z_j - m), S = sum e_j in sequence,
+- W(v), for the cross-entropy and its gradient only, is the worst case of their exp, sums, log and divisions
+  (`_loss_worst_case`), and carried(v) the part of the gradient's W that reaches v through the backward ops
+  (zero outside the backward phase). Both are derived by hand in the order the kernel computes
+  (backend_c/kernels/loss.c): per row m = max z, e_j = expf(z_j - m), S = sum e_j in sequence,
   p_j = e_j * (1/S) * (1/N), then p_t - 1/N at the label t. In units of eps32, with p_j = e_j / S:
     e_j        relative |z_j - m| (the rounded argument, amplified by exp) + 2 (expf within one ulp)
     S          relative sum_j p_j (|z_j - m| + 2) + (C - 1) (the running sum's roundings)
@@ -31,7 +32,7 @@ Every value v of the step may differ from the float64 reference by at most, elem
   p_t - 1 cancels to a few eps32 while its error stays eps32 times the terms above (a batch of one at a
   loss of 1e-5). The loss log(S) - (z_t - m) errs by the relative error of S, logf's ulp of log(S) and the
   two subtractions; the mean over N rows adds (N - 1) roundings of the running total. Being worst cases,
-  these own terms are not multiplied by SAFETY (the inherited term still is).
+  W and carried are not multiplied by SAFETY.
   The host's float32 run does not sample these errors (numpy's exp, log and summation order are not the
   target's), so the gradient's worst case is also carried forward: every backward op, linear in the
   gradient it receives, passes it on as its magnitude run with that operand replaced by the carried error
@@ -68,8 +69,8 @@ _ACTUAL = {"relu_grad": {1}, "leaky_relu_grad": {1}, "sigmoid_grad": {1}, "tanh_
            "maxpool2d_grad": {1}, "batchnorm": {4}, "batchnorm_grad_input": {2}, "batchnorm_grad_params": {3}}
 # Operand positions, per op, that are subtracted: their magnitudes enter negated so that they add.
 _NEGATED = {"mse_loss": {1}, "mse_loss_grad": {1}, "batchnorm": {3}, "batchnorm_grad_params": {2}}
-# Ops whose own rounding is bounded by hand, as a worst case (see the module's docstring).
-_BY_HAND = ("softmax_cross_entropy", "softmax_cross_entropy_grad")
+# Ops whose exp, log and divisions get a worst-case bound by hand on top (see the module's docstring).
+_LOSSES = ("softmax_cross_entropy", "softmax_cross_entropy_grad")
 # Attributes that scale a result: their magnitudes are used.
 _SCALES = ("alpha", "beta", "scale")
 
@@ -127,18 +128,22 @@ def _run_step(graph: Graph, state: Mapping[str, np.ndarray], feed: Mapping[str, 
         single_results = opdef.reference([singles[v.name] for v in op.inputs], attrs)
         incoming = {v.name: carried[v.name] for v in op.inputs if v.name in carried}
         passed_on = _magnitudes(op, kernel, attrs, values, incoming) if incoming else [None] * len(op.outputs)
-        for value, own, single, passed in zip(op.outputs, _own_rounding(op, kernel, attrs, values),
-                                              single_results, passed_on, strict=False):
+        worst = (_loss_worst_case(kernel, values[op.inputs[0].name], values[op.inputs[1].name])
+                 if kernel in _LOSSES else [None] * len(op.outputs))
+        terms = np.sqrt(_terms(op))
+        for value, magnitude, single, passed, worst_case in zip(
+                op.outputs, _magnitudes(op, kernel, attrs, values), single_results, passed_on, worst, strict=False):
             singles[value.name] = _stored(value, single, np.float32)
             if not value.dtype.is_float:
                 continue
             inherited = np.max(np.abs(singles[value.name] - values[value.name]), initial=0.0)
-            if kernel in _BY_HAND:  # a worst case already: no safety factor on it
-                bounds[value.name] = _stored(value, own) + SAFETY * inherited
-            else:
-                bounds[value.name] = SAFETY * (_stored(value, own) + inherited)
-            if kernel == "softmax_cross_entropy_grad":
-                carried[value.name] = _stored(value, own)
+            magnitude = np.maximum(_stored(value, magnitude), np.abs(values[value.name]))
+            bounds[value.name] = SAFETY * (terms * (F32_EPS * magnitude + F32_SUBNORMAL) + inherited)
+            # worst cases already, the loss's own and the one carried from its gradient: no safety factor
+            if worst_case is not None:
+                bounds[value.name] = bounds[value.name] + _stored(value, worst_case)
+                if kernel == "softmax_cross_entropy_grad":
+                    carried[value.name] = _stored(value, worst_case)
             elif passed is not None:
                 carried[value.name] = _stored(value, passed)
                 bounds[value.name] = bounds[value.name] + carried[value.name]
@@ -157,23 +162,14 @@ def _terms(op: Op) -> float:
     return float(max(1, op_macs(op) // outputs, largest_input // outputs))
 
 
-def _own_rounding(op: Op, kernel: str, attrs: Mapping[str, object], values: Mapping[str, np.ndarray]
-                  ) -> list[np.ndarray]:
-    """The rounding error of each output of `op` in its own arithmetic (see the module's docstring)."""
-    if kernel in _BY_HAND:
-        return _loss_rounding(kernel, values[op.inputs[0].name], values[op.inputs[1].name])
-    terms = np.sqrt(_terms(op))
-    return [terms * (F32_EPS * np.maximum(np.abs(np.reshape(magnitude, value.shape)), np.abs(values[value.name]))
-                     + F32_SUBNORMAL)
-            for value, magnitude in zip(op.outputs, _magnitudes(op, kernel, attrs, values), strict=False)]
-
-
 def _magnitudes(op: Op, kernel: str, attrs: Mapping[str, object], values: Mapping[str, np.ndarray],
                 replaced: Mapping[str, np.ndarray] | None = None) -> list[np.ndarray]:
     """sum |terms| of each output element of `op`, which computes `kernel` (see the module's docstring).
     Operands named in `replaced` enter as the given non-negative arrays instead of their magnitudes: for an
     op linear in them, that bounds how an error of that size in them shows in the result."""
     replaced = replaced or {}
+    if kernel in _LOSSES:
+        return _loss_magnitudes(kernel, values[op.inputs[0].name])
     if kernel == "softmax":
         return [np.ones(op.outputs[0].shape)]  # every probability lies in [0, 1]
     if kernel == "softmax_grad":  # y * (dy - sum(dy * y)): both terms add up in magnitude
@@ -195,9 +191,20 @@ def _magnitudes(op: Op, kernel: str, attrs: Mapping[str, object], values: Mappin
     return [np.abs(result) for result in lookup(kernel).reference(operands, scaled)]
 
 
-def _loss_rounding(kernel: str, logits: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
-    """The worst-case rounding of the cross-entropy (a scalar) or of its gradient (per logit), as the kernel
-    computes them (see the module's docstring)."""
+def _loss_magnitudes(kernel: str, logits: np.ndarray) -> list[np.ndarray]:
+    """The cross-entropy of a batch is the mean of logsumexp(z) - z_target, its gradient (softmax - onehot) / B.
+    Both round at the scale of the logits and of 1, not at their own values: a loss near 0 and a probability
+    near 1 get absolute bounds."""
+    batch, classes = logits.shape[0], logits.shape[1]
+    if kernel == "softmax_cross_entropy_grad":
+        return [np.full(logits.shape, 2.0 / batch)]
+    rows = np.max(np.abs(logits).reshape(batch, -1), axis=1) + np.log(classes)
+    return [np.asarray(np.mean(rows))]
+
+
+def _loss_worst_case(kernel: str, logits: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """The worst-case rounding of the cross-entropy (a scalar) or of its gradient (per logit) in the kernel's
+    own exp, sums, log and divisions (see the module's docstring)."""
     batch, classes = logits.shape
     below = np.max(logits, axis=1, keepdims=True) - logits  # |z_j - m|, the arguments of expf
     probs = np.exp(-below)
