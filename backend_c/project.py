@@ -146,16 +146,18 @@ def _environment() -> jinja2.Environment:
 
 
 def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: Options, *, outputs: bool = False,
-                   ) -> tuple[Program, dict[str, str]]:
+                   platform: str = "qemu") -> tuple[Program, dict[str, str]]:
     """The project's files by relative path. With `outputs`, the program also prints the model output (the
-    loss's input) of every step, as `tinyodl eval --target qemu` reads it."""
+    loss's input) of every step, as `tinyodl eval --target qemu` reads it. `platform` is the simulator the
+    runtime is built for (runtime/c/rt_platform.h): "qemu" or "gvsoc"."""
     target = options.target()
     program = lower_to_program(graph, len(batches), target.cores)
     env = _environment()
     context = {"program": program, "model": comment_text(graph.name), **dataset_context(batches, program.inputs),
                "dma_check": options.dma_check, "dma_timing": _dma_timing(target),
                "l1_bytes": target.l1_bytes, "l2_bytes": target.l2_bytes, "stack_bytes": STACK_BYTES,
-               "num_cores": target.cores, "static_bytes": program.arena_bytes, "print_outputs": outputs}
+               "num_cores": target.cores, "static_bytes": program.arena_bytes, "print_outputs": outputs,
+               "platform": platform}
     if outputs:
         model_output = next(op.inputs[0] for op in graph.ops if op.phase is Phase.LOSS)
         context["output"] = next(b for b in program.buffers if b.value_name == model_output.name)
@@ -170,11 +172,13 @@ def render_project(graph: Graph, batches: list[dict[str, np.ndarray]], options: 
     }
     runtime_dir = resources.files("tinyodl.runtime") / "c"
     try:  # the runtime's renderer checks the budgets against QEMU's memory, so a bad one fails here, not in ld
-        files["link.ld"] = render_linker_script(target.l1_bytes, target.l2_bytes, STACK_BYTES, target.cores)
+        files["link.ld"] = render_linker_script(target.l1_bytes, target.l2_bytes, STACK_BYTES, target.cores,
+                                                platform)
     except ValueError as exc:
         raise UserError(f"--l1 {target.l1_bytes} / --l2 {target.l2_bytes}: {exc}") from None
-    for name in ("tinyodl_rt.h", "rt.c", "crt0.S", "tinyodl_tile.h", "tile.c"):
-        files[f"runtime/{name}"] = (runtime_dir / name).read_text()
+    for entry in sorted(runtime_dir.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith((".c", ".h", ".S")):
+            files[f"runtime/{entry.name}"] = entry.read_text()
     kernel_dir = resources.files("tinyodl.backend_c") / "kernels"
     for entry in sorted(kernel_dir.iterdir(), key=lambda e: e.name):
         if entry.name.endswith((".c", ".h")):
@@ -217,9 +221,9 @@ def _chmod_like_mkdir(path: Path) -> None:
 
 
 def write_project(graph: Graph, batches, options: Options, out_dir: Path,  # type: ignore[no-untyped-def]
-                  *, outputs: bool = False) -> Program:
+                  *, outputs: bool = False, platform: str = "qemu") -> Program:
     steps = batches.steps if hasattr(batches, "steps") else batches
-    program, files = render_project(graph, steps, options, outputs=outputs)
+    program, files = render_project(graph, steps, options, outputs=outputs, platform=platform)
     out_dir = Path(out_dir).resolve()  # "." or ".." cannot be renamed, their resolved paths can
     _check_replaceable(out_dir)
     try:

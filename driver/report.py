@@ -110,7 +110,8 @@ def print_summary(report: dict[str, Any]) -> None:
           f"{totals['mac_per_instr']:>9.3f}")
     memory = report["memory"]
     print(platform_line(report["platform"]))
-    print(f"cores {report['cores']}, est. cycles (busiest core) {totals['cycles_est']}, "
+    estimated = f", est. cycles (busiest core) {totals['cycles_est']}" if totals["cycles_est"] is not None else ""
+    print(f"cores {report['cores']}{estimated}, "
           f"L1 {memory['l1_bytes']} B, L2 {memory['l2_bytes']} B, DMA {memory['dma_bytes']} B")
     if totals.get("cycles_step_est"):
         exposed = totals["dma_cycles_exposed"]

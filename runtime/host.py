@@ -26,7 +26,9 @@ from tinyodl.ir.target import PULP8, Target
 
 RUNTIME_DIR = Path(__file__).resolve().parent
 RUNTIME_C_DIR = RUNTIME_DIR / "c"
-RUNTIME_SOURCES = (RUNTIME_C_DIR / "crt0.S", RUNTIME_C_DIR / "rt.c")
+RUNTIME_SOURCES = tuple(RUNTIME_C_DIR / name for name in ("crt0.S", "rt.c", "rt_qemu.c", "rt_gvsoc.c"))
+# what the runtime can be built for (runtime/c/rt_platform.h)
+PLATFORMS = ("qemu", "gvsoc")
 PLUGIN_SOURCE = RUNTIME_DIR / "plugin" / "tinyodl_insn.c"
 SETUP_SCRIPT = RUNTIME_DIR / "setup.sh"
 
@@ -118,6 +120,9 @@ class RunResult:
     wall_seconds: float = 0.0
     # parameters of the plugin's cycle model (runtime/plugin/tinyodl_insn.c), to show next to cycles
     cycle_model: dict[str, int] = field(default_factory=dict)
+    # a simulator's own per-core, per-region measurements (GVSoC's counters: runtime/gvsoc.py), core ->
+    # region -> field -> value; empty for QEMU
+    measured: dict[int, dict[int, dict[str, int]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -219,12 +224,15 @@ def _refresh_plugin() -> None:
 # ---- building ---------------------------------------------------------------------------------------
 
 
-def render_linker_script(l1_bytes: int, l2_bytes: int, stack_bytes: int, num_cores: int) -> str:
-    """The linker script for a target with these memory sizes (see runtime/c/link.ld.j2)."""
+def render_linker_script(l1_bytes: int, l2_bytes: int, stack_bytes: int, num_cores: int,
+                         platform: str = "qemu") -> str:
+    """The linker script for a target with these memory sizes on `platform` (see runtime/c/link.ld.j2)."""
+    if platform not in PLATFORMS:
+        raise ValueError(f"no runtime for platform {platform!r} (platforms: {', '.join(PLATFORMS)})")
     if l1_bytes <= 0 or l2_bytes <= 0:
         raise ValueError(f"L1 and L2 sizes must be positive (l1_bytes={l1_bytes}, l2_bytes={l2_bytes})")
     l1_origin_offset = -(-l2_bytes // L1_ALIGN_BYTES) * L1_ALIGN_BYTES
-    if l1_origin_offset + l1_bytes > USABLE_DRAM_BYTES:
+    if platform == "qemu" and l1_origin_offset + l1_bytes > USABLE_DRAM_BYTES:
         raise ValueError(
             f"L2 ({l2_bytes} B) + L1 ({l1_bytes} B) exceed the {USABLE_DRAM_BYTES} B usable in QEMU's "
             f"{QEMU_DRAM_BYTES // (1024 * 1024)} MiB"
@@ -237,7 +245,8 @@ def render_linker_script(l1_bytes: int, l2_bytes: int, stack_bytes: int, num_cor
         keep_trailing_newline=True,
     )
     template = environment.get_template("link.ld.j2")
-    return template.render(l1_bytes=l1_bytes, l2_bytes=l2_bytes, stack_bytes=stack_bytes, num_cores=num_cores)
+    return template.render(l1_bytes=l1_bytes, l2_bytes=l2_bytes, stack_bytes=stack_bytes, num_cores=num_cores,
+                           platform=platform)
 
 
 def _first_error_line(log: str) -> str:
@@ -275,21 +284,24 @@ def compile_and_link(
     stack_bytes: int = 8192,
     extra_cflags: Sequence[str] = (),
     toolchain: Toolchain | None = None,
+    platform: str = "qemu",
 ) -> Path:
     """Compiles the runtime plus `sources` for the target and links `out_elf`.
 
     Objects and the rendered ``link.ld`` go to ``<out_elf without suffix>.build/``. RT_NUM_CORES and
-    RT_STACK_BYTES are set from `cores` and `stack_bytes`; `defines` may add or override others
-    (value None gives a bare ``-DNAME``). Raises BuildError with the first error line.
+    RT_STACK_BYTES are set from `cores` and `stack_bytes`, RT_PLATFORM_GVSOC from `platform`; `defines` may
+    add or override others (value None gives a bare ``-DNAME``). Raises BuildError with the first error line.
     """
     tools = toolchain or find_toolchain(need_plugin=False)
     out_elf = Path(out_elf)
     build_dir = out_elf.with_suffix(".build")
     build_dir.mkdir(parents=True, exist_ok=True)
     linker_script = build_dir / "link.ld"
-    linker_script.write_text(render_linker_script(l1_bytes, l2_bytes, stack_bytes, cores))
+    linker_script.write_text(render_linker_script(l1_bytes, l2_bytes, stack_bytes, cores, platform))
 
     all_defines: dict[str, object] = {"RT_NUM_CORES": cores, "RT_STACK_BYTES": stack_bytes}
+    if platform == "gvsoc":
+        all_defines["RT_PLATFORM_GVSOC"] = 1
     all_defines.update(defines or {})
     includes = [f"-I{path}" for path in (RUNTIME_C_DIR, *include_dirs)]
     compile_flags = [
@@ -477,17 +489,17 @@ def run_qemu(
         command = qemu_command(elf, cores, tools, counts_json, target)
         started = time.monotonic()
         try:
-            completed = _run_streaming(command, timeout_s, on_line)
+            completed = run_streaming(command, timeout_s, on_line)
         except subprocess.TimeoutExpired as expired:
             return RunResult(
                 exit_code=EXIT_HOST_TIMEOUT,
-                stdout=_text(expired.stdout),
-                stderr=_text(expired.stderr),
+                stdout=text_of(expired.stdout),
+                stderr=text_of(expired.stderr),
                 failure=f"host timeout: QEMU still running after {timeout_s:g} s, killed",
                 wall_seconds=time.monotonic() - started,
             )
         wall_seconds = time.monotonic() - started
-        stdout, stderr = _text(completed.stdout), _text(completed.stderr)
+        stdout, stderr = text_of(completed.stdout), text_of(completed.stderr)
         failure = describe_failure(completed.returncode, stdout, stderr, elf, tools)
         regions: dict[int, dict[int, RegionCount]] = {}
         cycle_model: dict[str, int] = {}
@@ -501,7 +513,7 @@ def run_qemu(
     return RunResult(completed.returncode, stdout, stderr, failure, regions, wall_seconds, cycle_model)
 
 
-def _run_streaming(command: Sequence[str], timeout_s: float,
+def run_streaming(command: Sequence[str], timeout_s: float,
                    on_line: Callable[[str], None] | None) -> subprocess.CompletedProcess[str]:
     """subprocess.run(capture_output=True, timeout=...) that also hands each stdout line to `on_line` as it
     arrives; readers run in threads so that the timeout still holds when the guest prints nothing."""
@@ -538,7 +550,7 @@ def _run_streaming(command: Sequence[str], timeout_s: float,
     return subprocess.CompletedProcess(command, process.returncode, "".join(out_lines), "".join(err_text))
 
 
-def _text(data: bytes | str | None) -> str:
+def text_of(data: bytes | str | None) -> str:
     if data is None:
         return ""
     return data if isinstance(data, str) else data.decode("utf-8", errors="replace")

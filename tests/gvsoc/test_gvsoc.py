@@ -1,0 +1,129 @@
+"""The GVSoC target: the same step on GVSoC pulp-open, checked like QEMU's, with measured counters; how
+a missing GVSoC or one of other sizes is reported. The tests that run GVSoC skip without one."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+import tinyodl
+from tinyodl.backend_c import project
+from tinyodl.cli import main
+from tinyodl.ir.target import TARGETS
+from tinyodl.runtime import gvsoc
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="session")
+def gvsoc_platform() -> str:
+    """The preset whose sizes the found GVSoC has (skips without a GVSoC or without such a preset)."""
+    try:
+        chip = gvsoc.find_gvsoc()
+    except Exception as exc:  # noqa: BLE001 - any reason not to have one is a reason to skip
+        pytest.skip(f"GVSoC not available: {exc}")
+    for name, target in TARGETS.items():
+        if (target.l1_bytes, target.l2_bytes) == (chip.l1_bytes, chip.l2_bytes):
+            return name
+    pytest.skip(f"no platform preset has the sizes of {chip.launcher} (L1 {chip.l1_bytes} B, L2 {chip.l2_bytes} B)")
+
+
+def _fake_gvsoc(root: Path, l1_bytes: int, l2_bytes: int) -> Path:
+    """An install tree with the chip description a pulp-open build installs, and a launcher that fails."""
+    chip = root / "install" / "generators" / "pulp" / "chips" / "pulp_open"
+    chip.mkdir(parents=True)
+    (chip / "cluster.json").write_text(f'{{"l1": {{"mapping": {{"base": "0x10000000", "size": "{l1_bytes:#x}"}}}}}}')
+    (chip / "soc.json").write_text(f'{{"l2": {{"shared": {{"mapping": {{"size": "{l2_bytes:#x}"}}}}}}}}')
+    launcher = root / "install" / "bin" / "gvsoc"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/bin/sh\nexit 99\n")
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    return launcher
+
+
+def test_the_chip_sizes_come_from_the_install_tree(tmp_path: Path) -> None:
+    launcher = _fake_gvsoc(tmp_path, 65536, 1572864)
+    assert gvsoc.chip_sizes(launcher) == (65536, 1572864)
+
+
+def test_without_gvsoc_the_target_is_one_line_saying_how_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(gvsoc.ENV_VAR, raising=False)
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                               if not (Path(p) / "gvsoc").exists()))
+    assert main(["simulate", str(EXAMPLES / "mlp.onnx"), "--target", "gvsoc", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("tinyodl: error: GVSoC not found") and "make build TARGETS=pulp-open" in err[0]
+
+
+def test_a_preset_the_gvsoc_was_not_built_for_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(gvsoc.ENV_VAR, str(_fake_gvsoc(tmp_path, 65536, 1572864)))  # the stock sizes
+    assert main(["simulate", str(EXAMPLES / "mlp.onnx"), "--target", "gvsoc", "--platform", "pulp8",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "platform pulp8 has L1 131072 B and L2 2097152 B" in err[0]
+    assert "built with L1 65536 B and L2 1572864 B" in err[0] and "GVSOC_L1_BYTES=131072" in err[0]
+
+
+def test_doctor_reports_the_gvsoc_and_its_sizes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    launcher = _fake_gvsoc(tmp_path, 131072, 2097152)
+    monkeypatch.setenv(gvsoc.ENV_VAR, str(launcher))
+    main(["doctor"])
+    assert f"ok   GVSoC (optional, --target gvsoc): {launcher}: pulp-open with L1 131072 B, L2 2097152 B" \
+        in capsys.readouterr().out
+
+
+@pytest.mark.gvsoc
+@pytest.mark.parametrize("cores", [1, 8])
+@pytest.mark.parametrize("name", ["mlp", "lenet"])
+def test_examples_pass_the_check_with_measured_counters(gvsoc_platform: str, name: str, cores: int) -> None:
+    result = tinyodl.simulate(EXAMPLES / f"{name}.onnx", target="gvsoc", platform=gvsoc_platform, cores=cores)
+    assert result.ok, result.check
+    report = result.report
+    assert report["target"] == "gvsoc" and report["totals"]["cycles_est"] is None
+    for layer in report["layers"]:
+        assert layer["cycles_measured"] > 0 and len(layer["cycles_measured_per_core"]) == cores
+        assert max(layer["instructions"]) > 0
+        assert layer["cycles_measured"] >= max(layer["instructions"]) // 2  # RI5CY issues at most one a cycle
+        assert set(layer["stalls_measured"]) == {"icache_miss", "load_use", "jump_register", "branch_taken",
+                                                 "l2_load", "l2_store", "tcdm_contention"}
+    totals = report["totals"]
+    assert totals["cycles_measured_critical_path"] == sum(layer["cycles_measured"] for layer in report["layers"])
+    assert totals["mac_per_cycle_measured"] > 0
+
+
+def _lenet_tiled(platform: str) -> tinyodl.api.SimulationResult:
+    return tinyodl.simulate(EXAMPLES / "lenet.onnx", target="gvsoc", platform=platform, cores=8, l1_bytes=8192,
+                            dma_check=True)
+
+
+@pytest.mark.gvsoc
+def test_the_checking_build_passes_with_the_waits_on_mchan(gvsoc_platform: str) -> None:
+    result = _lenet_tiled(gvsoc_platform)
+    assert result.ok, result.check
+    assert result.report["memory"]["dma_bytes"] > 0
+    assert result.report["totals"]["dma_wait_cycles_measured"] > 0
+
+
+@pytest.mark.gvsoc
+def test_a_dropped_dma_wait_fails_the_check_on_gvsoc(gvsoc_platform: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tile loop without its wait for a tile's inputs: in the checking build mchan only copies once somebody
+    waits, so the kernel reads the poison (NaN) and the golden check fails."""
+    original = project.render_project
+
+    def without_input_wait(*args, **kwargs):  # type: ignore[no-untyped-def]
+        program, files = original(*args, **kwargs)
+        source = files["runtime/tile.c"]
+        assert "rt_dma_wait(loaded);" in source
+        files["runtime/tile.c"] = source.replace("rt_dma_wait(loaded);", "(void)loaded;")
+        return program, files
+
+    monkeypatch.setattr(project, "render_project", without_input_wait)
+    assert not _lenet_tiled(gvsoc_platform).ok
