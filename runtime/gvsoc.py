@@ -38,8 +38,7 @@ INSTALL_HINT = (
 
 # "PERF <core> <region> <field>...", fields in the order of RT_PERF_* in runtime/c/tinyodl_rt.h
 PERF_FIELDS = ("cycles", "instructions", "load_use_stall", "jump_register_stall", "icache_miss_cycles",
-               "branches_taken", "l2_load_cycles", "l2_store_cycles", "tcdm_contention_cycles",
-               "dma_wait_cycles")
+               "branches_taken", "dma_wait_cycles")
 _PERF_LINE = re.compile(rf"^PERF (\d+) (\d+)((?: \d+){{{len(PERF_FIELDS)}}})$")
 _EXEC_LINE = re.compile(r"""exec\s+["']?(?P<path>[^"'\s]+)""")
 

@@ -14,13 +14,10 @@
 #endif
 
 #define MSTATUS_FS_INITIAL 0x2000
-/* GVSoC pulp-open: instruction-cache enables (FC, cluster), the global event unit's barrier 0 and
- * the cluster control unit's boot addresses (one word per core) and fetch-enable mask */
+/* GVSoC pulp-open: instruction-cache enables (FC, cluster), the cluster control unit's boot addresses
+ * (one word per core) and fetch-enable mask */
 #define GVSOC_FC_ICACHE_ENABLE 0x1A108800
 #define GVSOC_CLUSTER_ICACHE_ENABLE 0x10201400
-#define GVSOC_EU_BARRIER0 0x10200C00
-#define GVSOC_EU_BARRIER_TRIGGER_MASK 0x00
-#define GVSOC_EU_BARRIER_TARGET_MASK 0x0C
 #define GVSOC_CLUSTER_BOOT_ADDRESS 0x10200040
 #define GVSOC_CLUSTER_FETCH_ENABLE 0x10200008
 #define MCAUSE_MSI 0x80000003
@@ -87,8 +84,7 @@ _start:
 
 #if RT_PLATFORM_GVSOC
 /* The FC needs no stack: it switches the instruction caches on (without them every fetch goes to L2),
- * makes the event unit's barrier 0 span the team, gives the team's cores the boot address, starts
- * them and parks. */
+ * gives the team's cores the boot address, starts them and parks. */
 .Lfc_boot:
     li t1, -1
     li t0, GVSOC_FC_ICACHE_ENABLE
@@ -96,9 +92,6 @@ _start:
     li t0, GVSOC_CLUSTER_ICACHE_ENABLE
     sw t1, 0(t0)
     li t1, (1 << RT_NUM_CORES) - 1
-    li t0, GVSOC_EU_BARRIER0
-    sw t1, GVSOC_EU_BARRIER_TRIGGER_MASK(t0)
-    sw t1, GVSOC_EU_BARRIER_TARGET_MASK(t0)
     la t2, _start
     li t0, GVSOC_CLUSTER_BOOT_ADDRESS
     li t3, RT_NUM_CORES

@@ -4,7 +4,7 @@
  * per-region performance counters, output and exit. Compiled empty for the other platforms.
  *
  * No A extension here (an AMO traps): nothing below needs one. The barrier is the event unit's
- * barrier 0, which the FC sets up for the team before it starts the cores; a core waiting in it is
+ * barrier 0, which core 0 sets up for the team before it releases the others; a core waiting in it is
  * clock-gated, so waiting costs no instructions. Only core 0 issues and waits for DMA transfers (the
  * tile loops' use): mchan's transfer ids and its status register are shared by the cluster, and a
  * second core freeing ids would race with the first.
@@ -38,8 +38,7 @@ int rt_num_cores(void)
 
 /* The events counted per region, in the order of RT_PERF_* (tinyodl_rt.h); the number is the event's
  * bit in the core's PCER CSR (0xCC0) and its counter is CSR 0x780 + number. */
-#define PERF_EVENT_BITS ((1u << 0) | (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4) | (1u << 9) | (1u << 14) | \
-                         (1u << 15) | (1u << 16))
+#define PERF_EVENT_BITS ((1u << 0) | (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4) | (1u << 9))
 #define PERF_READ(event) CSR_READ(0x780 + event)
 
 typedef struct {
@@ -58,9 +57,6 @@ static void perf_read(uint32_t *now)
     now[RT_PERF_JUMP_REGISTER] = PERF_READ(3);
     now[RT_PERF_ICACHE_MISS] = PERF_READ(4);
     now[RT_PERF_BRANCH_TAKEN] = PERF_READ(9);
-    now[RT_PERF_LOAD_EXTERNAL] = PERF_READ(14);
-    now[RT_PERF_STORE_EXTERNAL] = PERF_READ(15);
-    now[RT_PERF_TCDM_CONTENTION] = PERF_READ(16);
 }
 
 void rt_perf_region(int id)
@@ -315,6 +311,8 @@ void rt_hart_start(int core)
     }
     memset(__bss_start, 0, (size_t)(__bss_end - __bss_start));
     __libc_init_array();
+    *GVSOC_EU_BARRIER0_TRIGGER_MASK = (1u << RT_NUM_CORES) - 1u;
+    *GVSOC_EU_BARRIER0_TARGET_MASK = (1u << RT_NUM_CORES) - 1u;
     perf_start(0);
     RT_STORE_RELEASE(&boot_released, 1u);
     exit(main());

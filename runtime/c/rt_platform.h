@@ -30,6 +30,9 @@
 /* Core-local aliases (every core reaches its own) of the event unit and of the cluster DMA */
 #define GVSOC_EU_DEMUX 0x10204000u
 #define GVSOC_EU_CORE_MASK_OR ((volatile uint32_t *)(GVSOC_EU_DEMUX + 0x08u))
+/* barrier 0 through the demux: the model serves the barriers only there, not at the global address */
+#define GVSOC_EU_BARRIER0_TRIGGER_MASK ((volatile uint32_t *)(GVSOC_EU_DEMUX + 0x200u + 0x00u))
+#define GVSOC_EU_BARRIER0_TARGET_MASK ((volatile uint32_t *)(GVSOC_EU_DEMUX + 0x200u + 0x0Cu))
 #define GVSOC_EU_BARRIER0_TRIGGER_WAIT_CLEAR ((volatile uint32_t *)(GVSOC_EU_DEMUX + 0x200u + 0x1Cu))
 #define GVSOC_EU_BARRIER_EVENT 16u
 #define GVSOC_MCHAN_CMD ((volatile uint32_t *)0x10204400u)

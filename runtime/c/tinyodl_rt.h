@@ -108,9 +108,8 @@ enum {
     RT_PERF_JUMP_REGISTER,     /* jump-register stall cycles */
     RT_PERF_ICACHE_MISS,       /* cycles waiting for instruction fetches */
     RT_PERF_BRANCH_TAKEN,      /* taken branches */
-    RT_PERF_LOAD_EXTERNAL,     /* cycles of loads outside the TCDM (L2, peripherals) */
-    RT_PERF_STORE_EXTERNAL,    /* cycles of stores outside the TCDM */
-    RT_PERF_TCDM_CONTENTION,   /* cycles lost to TCDM bank conflicts */
+    /* The cores' "external" events (L2 load/store cycles, TCDM contention: PCER bits 14-16) read 0 in
+     * pulp-open: the model leaves the counter ports that would feed them unbound. */
     RT_PERF_COUNTERS,          /* the hardware counters above; then what the runtime measures: */
     RT_PERF_DMA_WAIT = RT_PERF_COUNTERS, /* cycles spent in rt_dma_wait */
     RT_PERF_FIELDS

@@ -92,8 +92,8 @@ def test_examples_pass_the_check_with_measured_counters(gvsoc_platform: str, nam
         assert layer["cycles_measured"] > 0 and len(layer["cycles_measured_per_core"]) == cores
         assert max(layer["instructions"]) > 0
         assert layer["cycles_measured"] >= max(layer["instructions"]) // 2  # RI5CY issues at most one a cycle
-        assert set(layer["stalls_measured"]) == {"icache_miss", "load_use", "jump_register", "branch_taken",
-                                                 "l2_load", "l2_store", "tcdm_contention"}
+        stalls = layer["stalls_measured"]
+        assert set(stalls) == {"icache_miss", "load_use", "jump_register", "branch_taken", "other"}
     totals = report["totals"]
     assert totals["cycles_measured_critical_path"] == sum(layer["cycles_measured"] for layer in report["layers"])
     assert totals["mac_per_cycle_measured"] > 0
