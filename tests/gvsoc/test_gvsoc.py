@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from tinyodl.ir.target import TARGETS
 from tinyodl.runtime import gvsoc
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+import zoo  # noqa: E402 - the end-to-end tests' small models
 
 
 @pytest.fixture(scope="session")
@@ -99,21 +102,23 @@ def test_examples_pass_the_check_with_measured_counters(gvsoc_platform: str, nam
     assert totals["mac_per_cycle_measured"] > 0
 
 
-def _lenet_tiled(platform: str) -> tinyodl.api.SimulationResult:
-    return tinyodl.simulate(EXAMPLES / "lenet.onnx", target="gvsoc", platform=platform, cores=8, l1_bytes=8192,
-                            dma_check=True)
+def _conv_zoo_tiled(tmp_path: Path, platform: str) -> tinyodl.api.SimulationResult:
+    """The model and budget of the QEMU test of the same (tests/e2e/test_tiled.py)."""
+    return tinyodl.simulate(zoo.conv_zoo(tmp_path / "conv_zoo.onnx"), target="gvsoc", platform=platform, steps=1,
+                            l1_bytes=4096, dma_check=True)
 
 
 @pytest.mark.gvsoc
-def test_the_checking_build_passes_with_the_waits_on_mchan(gvsoc_platform: str) -> None:
-    result = _lenet_tiled(gvsoc_platform)
+def test_the_checking_build_passes_with_the_waits_on_mchan(tmp_path: Path, gvsoc_platform: str) -> None:
+    result = _conv_zoo_tiled(tmp_path, gvsoc_platform)
     assert result.ok, result.check
     assert result.report["memory"]["dma_bytes"] > 0
     assert result.report["totals"]["dma_wait_cycles_measured"] > 0
 
 
 @pytest.mark.gvsoc
-def test_a_dropped_dma_wait_fails_the_check_on_gvsoc(gvsoc_platform: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dropped_dma_wait_fails_the_check_on_gvsoc(tmp_path: Path, gvsoc_platform: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The tile loop without its wait for a tile's inputs: in the checking build mchan only copies once somebody
     waits, so the kernel reads the poison (NaN) and the golden check fails."""
     original = project.render_project
@@ -126,4 +131,4 @@ def test_a_dropped_dma_wait_fails_the_check_on_gvsoc(gvsoc_platform: str, monkey
         return program, files
 
     monkeypatch.setattr(project, "render_project", without_input_wait)
-    assert not _lenet_tiled(gvsoc_platform).ok
+    assert not _conv_zoo_tiled(tmp_path, gvsoc_platform).ok
