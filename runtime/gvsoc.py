@@ -40,6 +40,9 @@ INSTALL_HINT = (
 PERF_FIELDS = ("cycles", "instructions", "load_use_stall", "jump_register_stall", "icache_miss_cycles",
                "branches_taken", "dma_wait_cycles")
 _PERF_LINE = re.compile(rf"^PERF (\d+) (\d+)((?: \d+){{{len(PERF_FIELDS)}}})$")
+# "... /chip/cluster/pe0/lsu ... Invalid access (pc: 0x1c0437d0, offset: 0x0f037ab4, size: 0x4, is_write: 0)"
+_INVALID_ACCESS = re.compile(r"/chip/(?P<unit>\S+?)/lsu\b.*?Invalid access \(pc: (?P<pc>0x[0-9a-f]+), "
+                             r"offset: (?P<address>0x[0-9a-f]+), size: 0x[0-9a-f]+, is_write: (?P<write>\d)\)")
 _EXEC_LINE = re.compile(r"""exec\s+["']?(?P<path>[^"'\s]+)""")
 
 
@@ -157,11 +160,19 @@ def run_gvsoc(elf: Path, cores: int, timeout_s: float, gvsoc: Gvsoc, toolchain: 
 
 
 def describe_failure(exit_code: int, stdout: str, stderr: str, elf: Path, toolchain: host.Toolchain) -> str | None:
-    """As for QEMU (the runtime's exit codes are the same), plus the simulator's own errors."""
+    """As for QEMU (the runtime's exit codes are the same), plus the simulator's own errors: a load or
+    store to an unmapped address stops GVSoC with exit code 1 and an "Invalid access" line (the core does
+    not trap), which names the code address."""
+    output = stderr + "\n" + stdout
+    invalid = _INVALID_ACCESS.search(output)
+    if invalid is not None:
+        where = host.function_at(elf, int(invalid["pc"], 16), toolchain)
+        access = "store to" if invalid["write"] == "1" else "load from"
+        return (f"invalid access: {access} {invalid['address']} at pc={invalid['pc']}"
+                f"{f' in {where}' if where else ''}, {invalid['unit']}")
     if exit_code == 0:
         return None
-    errors = [line.strip() for line in (stderr + "\n" + stdout).splitlines()
-              if re.search(r"\berror\b|Invalid access|Traceback", line, re.IGNORECASE)]
+    errors = [line.strip() for line in output.splitlines() if re.search(r"\berror\b|Traceback", line, re.IGNORECASE)]
     if exit_code not in (host.EXIT_CHECK, host.EXIT_TRAP, host.EXIT_STACK) and errors:
         return f"GVSoC failed (exit code {exit_code}): {errors[0]}"
     return host.describe_failure(exit_code, stdout, "", elf, toolchain)

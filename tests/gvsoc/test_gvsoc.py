@@ -13,8 +13,9 @@ import pytest
 import tinyodl
 from tinyodl.backend_c import project
 from tinyodl.cli import main
+from tinyodl.driver.qemu import SimulationFailed
 from tinyodl.ir.target import TARGETS
-from tinyodl.runtime import gvsoc
+from tinyodl.runtime import gvsoc, host
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
@@ -120,7 +121,8 @@ def test_the_checking_build_passes_with_the_waits_on_mchan(tmp_path: Path, gvsoc
 def test_a_dropped_dma_wait_fails_the_check_on_gvsoc(tmp_path: Path, gvsoc_platform: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The tile loop without its wait for a tile's inputs: in the checking build mchan only copies once somebody
-    waits, so the kernel reads the poison (NaN) and the golden check fails."""
+    waits, so the kernels read the poison (NaN): the golden check fails, or the run stops where a poisoned
+    value became an address."""
     original = project.render_project
 
     def without_input_wait(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -131,4 +133,19 @@ def test_a_dropped_dma_wait_fails_the_check_on_gvsoc(tmp_path: Path, gvsoc_platf
         return program, files
 
     monkeypatch.setattr(project, "render_project", without_input_wait)
-    assert not _conv_zoo_tiled(tmp_path, gvsoc_platform).ok
+    try:
+        passed = _conv_zoo_tiled(tmp_path, gvsoc_platform).ok
+    except SimulationFailed as exc:
+        assert "invalid access" in str(exc) or "check failed" in str(exc), exc
+        passed = False
+    assert not passed
+
+
+def test_an_invalid_access_is_named_not_taken_for_a_failed_check(tmp_path: Path) -> None:
+    """GVSoC stops a load from an unmapped address with exit code 1, the runtime's code of a failed check."""
+    line = ("14763374298: 1063490: [\x1b[31m/chip/cluster/pe3/lsu          \x1b[0m] Invalid access (pc: 0x1c0437d0, "
+            "offset: 0x0f037ab4, size: 0x4, is_write: 0)")
+    toolchain = host.Toolchain(gcc=Path("gcc"), qemu=Path("qemu"), addr2line=None, nm=None, plugin=None)
+    failure = gvsoc.describe_failure(1, "LOSS 0 3f800000\n", line, tmp_path / "none.elf", toolchain)
+    assert failure == "invalid access: load from 0x0f037ab4 at pc=0x1c0437d0, cluster/pe3"
+    assert gvsoc.describe_failure(1, "mismatch\n", "", tmp_path / "none.elf", toolchain) == "check failed: mismatch"
