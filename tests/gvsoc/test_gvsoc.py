@@ -8,6 +8,7 @@ import stat
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tinyodl
@@ -149,3 +150,12 @@ def test_an_invalid_access_is_named_not_taken_for_a_failed_check(tmp_path: Path)
     failure = gvsoc.describe_failure(1, "LOSS 0 3f800000\n", line, tmp_path / "none.elf", toolchain)
     assert failure == "invalid access: load from 0x0f037ab4 at pc=0x1c0437d0, cluster/pe3"
     assert gvsoc.describe_failure(1, "mismatch\n", "", tmp_path / "none.elf", toolchain) == "check failed: mismatch"
+
+
+@pytest.mark.gvsoc
+def test_eval_on_gvsoc_checks_the_outputs(tmp_path: Path, gvsoc_platform: str) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "eval.npz"
+    np.savez(data, input=rng.standard_normal((3, 64)).astype(np.float32), target=rng.integers(0, 10, 3))
+    evaluation = tinyodl.evaluate(EXAMPLES / "mlp.onnx", data=data, target="gvsoc", platform=gvsoc_platform)
+    assert evaluation.samples == 3 and evaluation.check is not None and evaluation.check["ok"]
