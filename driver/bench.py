@@ -56,6 +56,11 @@ def _shape(shape: dict[str, int] | None) -> str:
     return ",".join(f"{axis}{size}" for axis, size in (shape or {}).items()) or "-"
 
 
+def _or_dash(value: int | None) -> str:
+    """A replayed DMA figure, or "-" where the target measures instead (GVSoC)."""
+    return "-" if value is None else str(value)
+
+
 def print_comparison(result: dict[str, Any]) -> None:
     cores, base = result["cores"], result["baseline_cores"]
     head = (f"{'layer':<26} {'op':<24} {'phase':<8} {'MACs':>10} {f'instr@{base}':>11} {f'instr@{cores}':>10} "
@@ -66,8 +71,8 @@ def print_comparison(result: dict[str, Any]) -> None:
         print(f"{row['name'][:26]:<26} {row['op'][:24]:<24} {row['phase']:<8} {row['macs']:>10} "
               f"{row['instructions_base']:>11} {row['instructions']:>10} {row['speedup']:>8.2f} "
               f"{row['mac_per_instr']:>9.3f} {row.get('tiles') or 0:>5} {_shape(row.get('tile_shape'))[:18]:<18} "
-              f"{row.get('dma_bytes') or 0:>8} {row.get('dma_cycles_hidden') or 0:>8} "
-              f"{row.get('dma_cycles_exposed') or 0:>8}")
+              f"{row.get('dma_bytes') or 0:>8} {_or_dash(row.get('dma_cycles_hidden')):>8} "
+              f"{_or_dash(row.get('dma_cycles_exposed')):>8}")
     totals = result["totals"]
     print("-" * len(head))
     print(f"{'step (critical path)':<26} {'':<24} {'':<8} {totals['macs']:>10} "

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tinyodl.driver.timing import LayerTiming, layer_timings
+from tinyodl.ir.graph import Graph
+from tinyodl.ir.target import Target
 from tinyodl.runtime.host import RunResult
 
 # the taken-branch penalty of pulp-open's RI5CY cores: a taken branch costs 3 cycles, 2 more than issue
@@ -40,10 +43,13 @@ def _stalls(fields: dict[str, int]) -> dict[str, int]:
     return stalls
 
 
-def add_measured(report: dict[str, Any], result: RunResult, program: Any) -> None:
+def add_measured(report: dict[str, Any], result: RunResult, program: Any, graph: Graph, target: Target) -> None:
     """Per layer: cycles_measured (busiest core) and per core, stalls_measured, dma_wait_cycles_measured,
-    mac_per_cycle_measured; totals: the step's measured critical path and MAC/cycle; the model's keys None."""
+    mac_per_cycle_measured, and the tile plan's tiles, tile_shape and dma_bytes; totals: the step's measured
+    critical path and MAC/cycle; the model's keys (and its replayed DMA) None."""
     cores = report["cores"]
+    steps = max(1, int(report.get("steps_run") or 1))
+    timings = layer_timings(graph, target)
     report["target"] = "gvsoc"
     report["cycle_model"] = None
     empty = dict.fromkeys(("cycles", "instructions", *STALLS.values(), "branches_taken", "dma_wait_cycles"), 0)
@@ -55,6 +61,10 @@ def add_measured(report: dict[str, Any], result: RunResult, program: Any) -> Non
         busiest = max(range(cores), key=lambda core: cycles[core])
         stalls = _stalls(per_core[busiest])
         waited = sum(fields["dma_wait_cycles"] for fields in per_core)
+        timing = timings.get((layer["name"], layer["phase"]), LayerTiming())
+        main = timing.main_loop()
+        layer.update({"tiles": timing.tiles, "tile_shape": main.tile_shape if main else {},
+                      "dma_bytes": timing.dma_bytes * steps, "dma_cycles_hidden": None, "dma_cycles_exposed": None})
         layer.update({"cycles_est": None, "cycles_measured": cycles[busiest], "cycles_measured_per_core": cycles,
                       "stalls_measured": stalls, "dma_wait_cycles_measured": waited,
                       "mac_per_cycle_measured": layer["macs"] / cycles[busiest] if cycles[busiest] else 0.0})

@@ -135,7 +135,7 @@ def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: fl
         check = check_steps(graph, batches.steps, simulated)
         report = build_report(graph, options, program, result, simulated, check, memory)
         if sim.cycles == "measured":
-            add_measured(report, result, program)
+            add_measured(report, result, program, graph, options.target())
         else:
             add_dma_timing(report, graph, options.target())
         return QemuRun(report, simulated, reference)
