@@ -28,7 +28,7 @@ from tinyodl.driver.reference import run_reference
 from tinyodl.driver.report import reference_report
 
 Model = str | os.PathLike[str] | onnx.ModelProto
-SIMULATION_TARGETS = ("qemu", "reference")
+SIMULATION_TARGETS = ("qemu", "gvsoc", "reference")
 
 
 @dataclass
@@ -69,8 +69,9 @@ def simulate(model: Model, *, data: str | os.PathLike[str] | None = None, steps:
              init_params: str | os.PathLike[str] | None = None, eval_data: str | os.PathLike[str] | None = None,
              timeout: float = 600.0, build_dir: str | os.PathLike[str] | None = None, progress: bool = False,
              **options: Any) -> SimulationResult:
-    """Run `steps` training steps: on the simulated cluster (`target="qemu"`: compile, build, run, check every
-    step against the reference) or on the float64 reference only (`target="reference"`). With `progress`,
+    """Run `steps` training steps: on the simulated cluster (`target="qemu"`, or `"gvsoc"` for GVSoC pulp-open
+    with measured cycles: compile, build, run, check every step against the reference) or on the float64
+    reference only (`target="reference"`). With `progress`,
     steps, losses and an ETA go to stderr while it runs. A failed simulated run (trap, timeout) raises
     `tinyodl.SimulationFailed`; a failed check does not raise: see `result.ok` and `result.check`.
     `epochs` replaces `steps` by epochs x floor(rows / batch) (the last partial batch of each epoch is dropped);
@@ -101,7 +102,8 @@ def simulate(model: Model, *, data: str | os.PathLike[str] | None = None, steps:
     else:
         from tinyodl.driver.qemu import run_on_qemu
 
-        run = run_on_qemu(graph, batches, checked, timeout=timeout, build_dir=_path(build_dir), progress=shown)
+        run = run_on_qemu(graph, batches, checked, timeout=timeout, build_dir=_path(build_dir), progress=shown,
+                          simulator=target)
         report, trained = run.report, run.simulated.params
         state = final_state(graph, run.simulated)
     if evaluation is not None:

@@ -101,7 +101,8 @@ def _training_parent() -> _Parser:
                             "of initializer names")
     group.add_argument("--dtype", choices=DTYPES, default="fp32", help="arithmetic precision")
     group.add_argument("--layout", choices=LAYOUTS, default="chw", help="activation layout")
-    group.add_argument("--fold-bn", action="store_true", help="fold batch norm into the preceding conv; without it batch norm is a layer of its own "
+    group.add_argument("--fold-bn", action="store_true",
+                       help="fold batch norm into the preceding conv; without it batch norm is a layer of its own "
                             "that normalises with its running statistics (PyTorch eval() mode): scale and bias "
                             "train, the statistics stay fixed")
     group.add_argument("--platform", choices=sorted(TARGETS), default="pulp8",
@@ -158,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate", parents=[parent], help="run training steps and check them")
     simulate.add_argument("model", type=Path)
-    simulate.add_argument("--target", choices=["qemu", "reference"], default="qemu",
+    simulate.add_argument("--target", choices=["qemu", "gvsoc", "reference"], default="qemu",
                           help="qemu: build and run on the simulated cluster, checked against the reference; "
-                               "reference: the numpy reference only")
+                               "gvsoc: the same on GVSoC pulp-open, with cycles measured by its cores' counters "
+                               "(TINYODL_GVSOC or gvsoc on PATH); reference: the numpy reference only")
     simulate.add_argument("--plot", type=Path, default=None, metavar="DIR",
                           help="draw loss.png (runs of several steps) and memory.png (the L2 plan) into DIR; needs "
                                "pip install tinyodl[plot]")
@@ -197,9 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True,
                           help=".npz with one array per model input plus 'target', any number of rows: batches "
                                "of the model's batch size, the last one padded with zero rows that are not counted")
-    evaluate.add_argument("--target", choices=["reference", "qemu"], default="reference",
+    evaluate.add_argument("--target", choices=["reference", "qemu", "gvsoc"], default="reference",
                           help="reference: numpy in float64; qemu: the forward pass on the simulated cluster, "
-                               "its outputs checked against the reference (default: %(default)s)")
+                               "its outputs checked against the reference; gvsoc: the same on GVSoC pulp-open "
+                               "(default: %(default)s)")
     evaluate.add_argument("--json", action="store_true",
                           help="print one JSON object (loss, accuracy, samples, confusion, per_class) as the last line")
     evaluate.add_argument("--predictions", type=Path, default=None, metavar="OUT.npy",
@@ -223,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", parents=[parent], help="per-layer speed-up and MAC/instruction in QEMU")
     bench.add_argument("model", type=Path)
     bench.add_argument("--baseline-cores", type=int, default=1, help="the core count speed-ups are relative to")
+    bench.add_argument("--target", choices=["qemu", "gvsoc"], default="qemu",
+                       help="qemu: instruction counts and the cycle model; gvsoc: also cycles and stalls measured on "
+                            "GVSoC pulp-open")
     bench.add_argument("--data", type=Path, default=None, help="as for simulate (default: a random batch)")
     bench.add_argument("--steps", type=int, default=1, help="training steps per run")
     bench.add_argument("--timeout", type=float, default=900.0, help="host timeout of each run, seconds")

@@ -141,16 +141,18 @@ def _environment() -> jinja2.Environment:
 
 
 def render_project(graph: Graph, data: TrainingData, target: Target, *, dma_check: bool = False,
-                   outputs: bool = False) -> tuple[Program, dict[str, str]]:
+                   outputs: bool = False, platform: str = "qemu") -> tuple[Program, dict[str, str]]:
     """The project's files by relative path. `dma_check` poisons DMA destinations until their wait. With
     `outputs`, the program also prints the model output (the loss's input) of every step, as
-    `tinyodl eval --target qemu` reads it."""
+    `tinyodl eval --target qemu` reads it. `platform` is the simulator the runtime is built for
+    (runtime/c/rt_platform.h): "qemu" or "gvsoc"."""
     program = lower_to_program(graph, data.steps, target.cores)
     env = _environment()
     context = {"program": program, "model": comment_text(graph.name), **dataset_context(data, program.inputs),
                "dma_check": dma_check, "dma_timing": _dma_timing(target),
                "l1_bytes": target.l1_bytes, "l2_bytes": target.l2_bytes, "stack_bytes": STACK_BYTES,
-               "num_cores": target.cores, "static_bytes": program.arena_bytes, "print_outputs": outputs}
+               "num_cores": target.cores, "static_bytes": program.arena_bytes, "print_outputs": outputs,
+               "platform": platform}
     if outputs:
         model_output = next(op.inputs[0] for op in graph.ops if op.phase is Phase.LOSS)
         context["output"] = next(b for b in program.buffers if b.value_name == model_output.name)
@@ -165,11 +167,13 @@ def render_project(graph: Graph, data: TrainingData, target: Target, *, dma_chec
     }
     runtime_dir = resources.files("tinyodl.runtime") / "c"
     try:  # the runtime's renderer checks the budgets against QEMU's memory, so a bad one fails here, not in ld
-        files["link.ld"] = render_linker_script(target.l1_bytes, target.l2_bytes, STACK_BYTES, target.cores)
+        files["link.ld"] = render_linker_script(target.l1_bytes, target.l2_bytes, STACK_BYTES, target.cores,
+                                                platform)
     except ValueError as exc:
         raise BackendError(f"--l1 {target.l1_bytes} / --l2 {target.l2_bytes}: {exc}") from None
-    for name in ("tinyodl_rt.h", "rt.c", "crt0.S", "tinyodl_tile.h", "tile.c", "print.c"):
-        files[f"runtime/{name}"] = (runtime_dir / name).read_text()
+    for entry in sorted(runtime_dir.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith((".c", ".h", ".S")):
+            files[f"runtime/{entry.name}"] = entry.read_text()
     kernel_dir = resources.files("tinyodl.backend_c") / "kernels"
     for entry in sorted(kernel_dir.iterdir(), key=lambda e: e.name):
         if entry.name.endswith((".c", ".h")):
@@ -189,8 +193,8 @@ def _dma_timing(target: Target) -> str:
 
 
 def write_project(graph: Graph, data: TrainingData, target: Target, out_dir: Path, *, dma_check: bool = False,
-                  outputs: bool = False, force: bool = False) -> Program:
+                  outputs: bool = False, force: bool = False, platform: str = "qemu") -> Program:
     """Render the project and write it into `out_dir` (see output.py for what `force` allows)."""
-    program, files = render_project(graph, data, target, dma_check=dma_check, outputs=outputs)
+    program, files = render_project(graph, data, target, dma_check=dma_check, outputs=outputs, platform=platform)
     write_tree(out_dir, files, force=force)
     return program

@@ -15,6 +15,7 @@ from typing import Any
 
 from tinyodl.driver.data import load_batches
 from tinyodl.driver.files import check_writable, save_report
+from tinyodl.driver.gvsoc import compare_measured, print_measured_comparison
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
 from tinyodl.driver.progress import Progress
@@ -56,6 +57,11 @@ def _shape(shape: dict[str, int] | None) -> str:
     return ",".join(f"{axis}{size}" for axis, size in (shape or {}).items()) or "-"
 
 
+def _or_dash(value: int | None) -> str:
+    """A replayed DMA figure, or "-" where the target measures instead (GVSoC)."""
+    return "-" if value is None else str(value)
+
+
 def print_comparison(result: dict[str, Any]) -> None:
     cores, base = result["cores"], result["baseline_cores"]
     rows = result["layers"]
@@ -72,16 +78,17 @@ def print_comparison(result: dict[str, Any]) -> None:
         print(f"{row['name']:<{name_w}} {row['op']:<{op_w}} {row['phase']:<8} {row['macs']:>10} "
               f"{row['instructions_base']:>11} {row['instructions']:>10} {row['speedup']:>8.2f} "
               f"{row['mac_per_instr']:>9.3f} {row.get('tiles') or 0:>5} {_shape(row.get('tile_shape')):<{tile_w}} "
-              f"{row.get('dma_bytes') or 0:>8} {row.get('dma_cycles_hidden') or 0:>8} "
-              f"{row.get('dma_cycles_exposed') or 0:>8}")
+              f"{row.get('dma_bytes') or 0:>8} {_or_dash(row.get('dma_cycles_hidden')):>8} "
+              f"{_or_dash(row.get('dma_cycles_exposed')):>8}")
     totals = result["totals"]
     print("-" * len(head))
     print(f"{total_label:<{name_w}} {'':<{op_w}} {'':<8} {totals['macs']:>10} "
           f"{totals['critical_path_instructions_base']:>11} {totals['critical_path_instructions']:>10} "
           f"{totals['speedup']:>8.2f} {totals['mac_per_instr']:>9.3f}")
     memory = result["memory"]
-    print(f"est. cycles: {totals['cycles_est_base']} on {base} core(s), {totals['cycles_est']} on {cores}; "
-          f"checks {'ok' if result['check_ok'] else 'FAILED'}")
+    estimated = f"est. cycles: {totals['cycles_est_base']} on {base} core(s), {totals['cycles_est']} on {cores}; " \
+        if totals["cycles_est"] is not None else ""
+    print(f"{estimated}checks {'ok' if result['check_ok'] else 'FAILED'}")
     if totals.get("cycles_per_step_est"):
         print(f"on {cores} cores, {cycles_line(totals, result['steps_run'])}")
     if memory.get("l2_peak_bytes"):
@@ -99,18 +106,23 @@ def cmd_bench(args: argparse.Namespace, options: Options) -> int:
     batches = load_batches(graph, args.data, args.steps)
     reports = {}
     main_cores = options.target().cores
+    target = getattr(args, "target", "qemu")
     for cores in (main_cores, args.baseline_cores):
         print(f"[tinyodl] {args.model.name}: {args.steps} step(s) on {cores} core(s)", file=sys.stderr, flush=True)
         try:
             reports[cores] = run_on_qemu(graph, batches, replace(options, cores=cores), timeout=args.timeout,
-                                         progress=Progress()).report
+                                         progress=Progress(), simulator=target).report
         except SimulationFailed as exc:
             print(f"tinyodl: {exc}", file=sys.stderr)
             return 1
     result = compare_reports(reports[main_cores], reports[args.baseline_cores])
     print_comparison(result)
+    if target == "gvsoc":
+        result["measured"] = compare_measured(reports[main_cores], reports[args.baseline_cores])
+        print_measured_comparison(result["measured"], main_cores, args.baseline_cores)
     if args.report is not None:
         save_report(args.report, {"comparison": result, "reports": {str(k): v for k, v in reports.items()}})
     if args.json:
-        print(json.dumps(result["totals"]))
+        print(json.dumps({**result["totals"], **({"measured": result["measured"]["totals"]}
+                                                 if "measured" in result else {})}))
     return 0 if result["check_ok"] else 1

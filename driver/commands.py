@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from tinyodl.driver.evaluate import print_before_after
 from tinyodl.driver.files import check_writable, save_params, save_report, write_atomic
+from tinyodl.driver.gvsoc import print_measured
 from tinyodl.driver.onnx_io import check_onnx_export, save_onnx, save_state
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
@@ -99,6 +100,8 @@ def cmd_simulate(args: argparse.Namespace, options: Options) -> int:
         print(f"tinyodl: {exc}", file=sys.stderr)
         return 1
     print_summary(result.report, quiet=args.quiet)
+    if result.report["target"] == "gvsoc":
+        print_measured(result.report)
     if "eval" in result.report:
         print_before_after(result.report["eval"])
     if args.report is not None:
@@ -137,10 +140,13 @@ def cmd_bench(args: argparse.Namespace, options: Options) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, options: None) -> int:
+    from tinyodl.runtime.gvsoc import doctor_check
     from tinyodl.runtime.host import doctor
 
     failures = 0
     for what, ok, detail in doctor():
         print(f"{'ok  ' if ok else 'MISSING'} {what}: {detail}")
         failures += not ok
+    what, ok, detail = doctor_check()  # optional: only --target gvsoc needs it
+    print(f"{'ok  ' if ok else 'absent '} {what}: {detail}")
     return 0 if failures == 0 else 1

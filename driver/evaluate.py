@@ -30,7 +30,7 @@ from tinyodl.ir.types import Phase
 
 # The simulated outputs against the float64 reference: fp32 kernels, as for training losses.
 RTOL, ATOL = 1e-4, 1e-5
-EVAL_TARGETS = ("reference", "qemu")
+EVAL_TARGETS = ("reference", "qemu", "gvsoc")
 
 
 def forward_graph(model: Path | onnx.ModelProto, options: Options) -> Graph:
@@ -177,38 +177,40 @@ def evaluate_model(model: Path | onnx.ModelProto, data: Path, options: Options, 
     if target == "reference":
         return metrics(reference_outputs(graph, eval_data), eval_data.targets, options.loss)
     outputs, check = evaluate_on_qemu(graph, eval_data, options, timeout=timeout, build_dir=build_dir,
-                                      progress=progress)
+                                      progress=progress, simulator=target)
     evaluation = metrics(outputs, eval_data.targets, options.loss)
     evaluation.check = check
     return evaluation
 
 
 def evaluate_on_qemu(graph: Graph, data: EvalData, options: Options, *, timeout: float,
-                     build_dir: Path | None = None,
-                     progress: Callable[[str], None] = lambda message: None) -> tuple[np.ndarray, dict[str, Any]]:
-    """The forward pass of every batch on the simulated cluster: (outputs per sample, check against the
-    reference). Raises UserError for a bad toolchain or build, SimulationFailed when the run fails."""
+                     build_dir: Path | None = None, progress: Callable[[str], None] = lambda message: None,
+                     simulator: str = "qemu") -> tuple[np.ndarray, dict[str, Any]]:
+    """The forward pass of every batch on the simulated cluster (`simulator`: qemu or gvsoc): (outputs per
+    sample, check against the reference). Raises UserError for a bad toolchain or build, SimulationFailed
+    when the run fails."""
     from tinyodl.driver.files import write_c_project
     from tinyodl.driver.qemu import SimulationFailed
     from tinyodl.runtime import host
+    from tinyodl.runtime.simulators import SimulatorError, open_simulator
 
     try:
-        toolchain = host.find_toolchain(need_plugin=False)
-    except host.ToolchainError as exc:
+        sim = open_simulator(simulator, options.target(), count=False)
+    except SimulatorError as exc:
         raise UserError(str(exc)) from None
     expected = reference_outputs(graph, data)
     work = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="tinyodl-eval-"))
     try:
         project = work / "project" if build_dir is None else work
         progress(f"compiling the forward pass of {len(data.feeds)} batch(es) into {project}")
-        write_c_project(graph, data.feeds, options, project, outputs=True)
+        write_c_project(graph, data.feeds, options, project, outputs=True, platform=sim.platform)
         progress("building with riscv64-unknown-elf-gcc")
         try:
             elf = host.build(project)
         except host.BuildError as exc:
             raise UserError(f"build failed: {exc}") from None
-        progress(f"running {len(data.feeds)} batch(es) in QEMU on {options.target().cores} cores")
-        result = host.run_qemu(elf, options.target().cores, timeout, count=False, toolchain=toolchain)
+        progress(f"running {len(data.feeds)} batch(es) in {sim.name} on {options.target().cores} cores")
+        result = sim.run(elf, options.target().cores, timeout, count=False)
         if not result.ok:
             raise SimulationFailed(f"simulation failed: {result.failure}")
         try:

@@ -82,9 +82,9 @@ def save_report(path: Path, report: dict[str, Any]) -> None:
 
 
 def write_c_project(graph: Graph, feeds: Batches | Sequence[Mapping[str, np.ndarray]], options: Options,
-                    out_dir: Path, *, outputs: bool = False, force: bool = False) -> Program:
+                    out_dir: Path, *, outputs: bool = False, force: bool = False, platform: str = "qemu") -> Program:
     """The C project of `graph` training on `feeds` (per-step batches, which may carry the dataset they index),
-    with the backend's errors as the one-line user error."""
+    with the backend's errors as the one-line user error. `platform` is the simulator the runtime is built for."""
     from tinyodl.backend_c.dataset import TrainingData  # the backend loads jinja2: only when a project is written
     from tinyodl.backend_c.emitters import BackendError
     from tinyodl.backend_c.project import write_project
@@ -95,6 +95,6 @@ def write_c_project(graph: Graph, feeds: Batches | Sequence[Mapping[str, np.ndar
             else TrainingData.from_steps(steps))
     try:
         return write_project(graph, data, options.target(), out_dir, dma_check=options.dma_check, outputs=outputs,
-                             force=force)
+                             force=force, platform=platform)
     except BackendError as exc:
         raise UserError(str(exc)) from None

@@ -14,6 +14,7 @@ import numpy as np
 
 from tinyodl.driver.check import SimOutput, StepState, check_steps
 from tinyodl.driver.data import Batches
+from tinyodl.driver.gvsoc import add_measured
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.progress import Progress
 from tinyodl.driver.reference import ReferenceRun, run_reference
@@ -89,6 +90,11 @@ def read_words(tag: str, numel: int, lines: Iterator[str]) -> np.ndarray:
     return raw
 
 
+_SHOWN = {"qemu": "QEMU", "gvsoc": "GVSoC pulp-open"}
+_L2_HINTS = {"gvsoc": " (on GVSoC the initial parameters, the batches and the kept gradients take L2 beside the "
+                      "program: the pulp-open model has no off-chip memory a core can address)"}
+
+
 @dataclass
 class QemuRun:
     report: dict[str, Any]
@@ -97,16 +103,19 @@ class QemuRun:
 
 
 def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: float,
-                build_dir: Path | None = None, progress: Progress | None = None) -> QemuRun:
-    """Reference, compile, build, run with instruction counting, compare; raises UserError on failure."""
+                build_dir: Path | None = None, progress: Progress | None = None, simulator: str = "qemu") -> QemuRun:
+    """Reference, compile, build, run with instruction counting, compare; raises UserError on failure.
+    `simulator` is "qemu" or "gvsoc" (runtime/simulators.py): the same step, built for its platform."""
     from tinyodl.driver.files import write_c_project
     from tinyodl.runtime import host
+    from tinyodl.runtime.simulators import SimulatorError, open_simulator
 
     progress = progress or Progress(quiet=True)
     try:
-        toolchain = host.find_toolchain(need_plugin=True)
-    except host.ToolchainError as exc:
+        sim = open_simulator(simulator, options.target())
+    except SimulatorError as exc:
         raise UserError(str(exc)) from None
+    toolchain = sim.toolchain
     progress.message(f"reference: {len(batches.steps)} step(s) in float64")
     progress.start_steps("reference", len(batches.steps))
     reference = run_reference(graph, batches, on_step=progress.step)
@@ -114,18 +123,18 @@ def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: fl
     try:
         project = work / "project" if build_dir is None else work
         progress.message(f"compiling the C project into {project}")
-        program = write_c_project(graph, batches, options, project)
+        program = write_c_project(graph, batches, options, project, platform=sim.platform)
         progress.message("building with riscv64-unknown-elf-gcc")
         try:
             elf = host.build(project)
         except host.BuildError as exc:
-            raise UserError(f"build failed: {exc}") from None
+            raise UserError(f"build failed: {exc}{_L2_HINTS.get(sim.platform, '') if 'L2' in str(exc) else ''}") \
+                from None
         memory = host.memory_usage(elf, toolchain)
         cores = options.target().cores
-        progress.message(f"running {len(batches.steps)} step(s) in QEMU on {cores} harts")
-        progress.start_steps("qemu", len(batches.steps))
-        result = host.run_qemu(elf, cores, timeout, count=True, toolchain=toolchain, target=options.target(),
-                               on_line=lambda line: _show_loss(line, progress))
+        progress.message(f"running {len(batches.steps)} step(s) in {_SHOWN[sim.name]} on {cores} cores")
+        progress.start_steps(sim.name, len(batches.steps))
+        result = sim.run(elf, cores, timeout, count=True, on_line=lambda line: _show_loss(line, progress))
         progress.finish()
         if not result.ok:
             raise SimulationFailed(f"simulation failed: {result.failure}")
@@ -137,7 +146,10 @@ def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: fl
         progress.message(f"checking {len(simulated.states)} printed states step-locally against the reference")
         check = check_steps(graph, batches.steps, simulated)
         report = build_report(graph, options, program, result, simulated, check, memory)
-        add_dma_timing(report, graph, options.target())
+        if sim.cycles == "measured":
+            add_measured(report, result, program, graph, options.target())
+        else:
+            add_dma_timing(report, graph, options.target())
         return QemuRun(report, simulated, reference)
     finally:
         if build_dir is None:

@@ -143,7 +143,8 @@ def print_summary(report: dict[str, Any], *, quiet: bool = False) -> None:
     memory = report["memory"]
     print(platform_line(report["platform"]))
     over = f" over {report['steps_run']} steps" if report["steps_run"] > 1 else ""
-    print(f"cores {report['cores']}, est. cycles (busiest core{over}) {totals['cycles_est']}, "
+    estimated = f", est. cycles (busiest core{over}) {totals['cycles_est']}" if totals["cycles_est"] is not None else ""
+    print(f"cores {report['cores']}{estimated}, "
           f"L1 {memory['l1_bytes']} B, L2 {memory['l2_bytes']} B, DMA {memory['dma_bytes']} B")
     if totals.get("cycles_per_step_est"):
         tiles = sum(layer.get("tiles", 0) for layer in report["layers"])

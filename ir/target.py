@@ -113,4 +113,14 @@ GAP9 = Target(
            "timing: GVSoC pulp-open model (assumed)",
 )
 
-TARGETS = {target.name: target for target in (PULP8, GAP8, GAP9)}
+# GVSoC's pulp-open as it is built upstream: 8 cluster cores, 64 KiB of TCDM in 16 banks and 1.5 MiB of
+# shared L2 (pulp/chips/pulp_open/cluster.json and soc.json of gvsoc/gvsoc-pulp: L1 size 0x10000, shared L2
+# 0x180000 in 12 regions), with the model's own timing. The preset to run on a stock GVSoC.
+PULP_OPEN = Target(
+    name="pulp-open", cores=8, l1_bytes=64 * KIB, l2_bytes=1536 * KIB, isa="rv32imafc_zfh", fp16=True,
+    l1_banks=16, **_GVSOC_PULP_OPEN_TIMING,
+    source="GVSoC pulp-open as built upstream (L1 64 KiB, L2 1.5 MiB: pulp_open/cluster.json, soc.json); "
+           "timing: GVSoC pulp-open model",
+)
+
+TARGETS = {target.name: target for target in (PULP8, GAP8, GAP9, PULP_OPEN)}

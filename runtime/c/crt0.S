@@ -1,6 +1,7 @@
 /*
- * tinyodl start-up and trap entry. Every hart starts at _start with a0 = mhartid (QEMU virt with
- * -bios none -kernel). Each team hart gets its stack, trap stack (in mscratch), trap vector and FPU,
+ * tinyodl start-up and trap entry. QEMU virt (-bios none -kernel): every hart starts at _start.
+ * GVSoC pulp-open: the FC (mhartid 0x3e0) starts there alone and boots the cluster (below); then the
+ * cluster cores start there too, core i with mhartid i, and take the same path as QEMU's harts. Each team hart gets its stack, trap stack (in mscratch), trap vector and FPU,
  * then continues in C (rt_hart_start). Hart RT_NUM_CORES is the DMA engine: it gets the stack and
  * trap stack defined below instead. Harts beyond it have no stack: they park, and hart 0 reports the
  * wrong hart count.
@@ -8,8 +9,17 @@
 #ifndef RT_NUM_CORES
 #define RT_NUM_CORES 8
 #endif
+#ifndef RT_PLATFORM_GVSOC
+#define RT_PLATFORM_GVSOC 0
+#endif
 
 #define MSTATUS_FS_INITIAL 0x2000
+/* GVSoC pulp-open: instruction-cache enables (FC, cluster), the cluster control unit's boot addresses
+ * (one word per core) and fetch-enable mask */
+#define GVSOC_FC_ICACHE_ENABLE 0x1A108800
+#define GVSOC_CLUSTER_ICACHE_ENABLE 0x10201400
+#define GVSOC_CLUSTER_BOOT_ADDRESS 0x10200040
+#define GVSOC_CLUSTER_FETCH_ENABLE 0x10200008
 #define MCAUSE_MSI 0x80000003
 #define CLINT_MSIP 0x02000000
 #define DMA_HART_STACK_BYTES 2048
@@ -25,12 +35,22 @@ _start:
     .option pop
     csrw mie, zero
     csrr a0, mhartid
+#if RT_PLATFORM_GVSOC
+    srli t0, a0, 5
+    li t1, 31
+    beq t0, t1, .Lfc_boot
+    andi a0, a0, 0x1f
+    li t0, RT_NUM_CORES
+    bltu a0, t0, .Lcore_stacks
+    j .Lpark
+#else
     li t0, RT_NUM_CORES
     bltu a0, t0, .Lcore_stacks
     bne a0, t0, .Lpark
     la sp, dma_hart_stack_top
     la t3, dma_hart_trap_stack_top
     j .Ltrap_stack_set
+#endif
 
 .Lcore_stacks:
     /* sp = __stacks_start + (hart + 1) * __stack_bytes */
@@ -61,18 +81,42 @@ _start:
     csrw mie, zero
 1:  wfi
     j 1b
+
+#if RT_PLATFORM_GVSOC
+/* The FC needs no stack: it switches the instruction caches on (without them every fetch goes to L2),
+ * gives the team's cores the boot address, starts them and parks. */
+.Lfc_boot:
+    li t1, -1
+    li t0, GVSOC_FC_ICACHE_ENABLE
+    sw t1, 0(t0)
+    li t0, GVSOC_CLUSTER_ICACHE_ENABLE
+    sw t1, 0(t0)
+    li t1, (1 << RT_NUM_CORES) - 1
+    la t2, _start
+    li t0, GVSOC_CLUSTER_BOOT_ADDRESS
+    li t3, RT_NUM_CORES
+2:  sw t2, 0(t0)
+    addi t0, t0, 4
+    addi t3, t3, -1
+    bnez t3, 2b
+    li t0, GVSOC_CLUSTER_FETCH_ENABLE
+    sw t1, 0(t0)
+    j .Lpark
+#endif
     .size _start, . - _start
 
 /*
  * The DMA engine's stacks. In .data, not .bss: the engine starts on them while hart 0 still clears
  * .bss. Its code is the queue loop and memcpy, far below these sizes.
  */
+#if !RT_PLATFORM_GVSOC
     .section .data.dma_hart_stacks, "aw", @progbits
     .balign 16
     .space DMA_HART_TRAP_STACK_BYTES
 dma_hart_trap_stack_top:
     .space DMA_HART_STACK_BYTES
 dma_hart_stack_top:
+#endif
 
 /*
  * Trap entry (direct mode). A machine software interrupt is a wake-up whose work the interrupted
@@ -88,6 +132,9 @@ rt_trap_entry:
     addi sp, sp, -16
     sw t0, 0(sp)
     sw t1, 4(sp)
+#if RT_PLATFORM_GVSOC
+    j .Lfatal
+#endif
     csrr t0, mcause
     li t1, MCAUSE_MSI
     bne t0, t1, .Lfatal
@@ -106,6 +153,9 @@ rt_trap_entry:
     csrr a1, mepc
     csrr a2, mtval
     csrr a3, mhartid
+#if RT_PLATFORM_GVSOC
+    andi a3, a3, 0x1f
+#endif
     call rt_trap_fatal
 1:  wfi
     j 1b

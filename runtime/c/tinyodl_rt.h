@@ -39,6 +39,10 @@
 #ifndef RT_NUM_CORES
 #define RT_NUM_CORES 8
 #endif
+/* 1: the program runs on GVSoC pulp-open (rt_platform.h), 0: on QEMU virt */
+#ifndef RT_PLATFORM_GVSOC
+#define RT_PLATFORM_GVSOC 0
+#endif
 #ifndef RT_STACK_BYTES
 #define RT_STACK_BYTES 8192
 #endif
@@ -88,11 +92,41 @@ static inline void rt_chunk(int n, int *start, int *end)
  * "other", where every hart starts). Emits the architectural no-op HINT `slti x0, x0, id`, which the
  * tinyodl_insn QEMU plugin recognises; it costs one instruction and changes no state. The memory
  * clobber keeps loads and stores on their side of the marker. */
+#if RT_PLATFORM_GVSOC
+/* On GVSoC the core's own counters measure each region instead: RT_REGION reads them and adds what
+ * they counted since the last marker to the region it closes. rt_perf_counts[core][region][field]
+ * holds the sums (fields below); at a successful exit, core 0 prints one line
+ * "PERF <core> <region> <field>..." per region that ran instructions. RT_PERF_REGIONS (the number of
+ * region ids in use, default 2048) sizes the table; ids beyond it count to region 0. */
+#ifndef RT_PERF_REGIONS
+#define RT_PERF_REGIONS 2048
+#endif
+enum {
+    RT_PERF_CYCLES,            /* cycles the core ran (not while clock-gated in a barrier) */
+    RT_PERF_INSTRUCTIONS,      /* instructions executed */
+    RT_PERF_LOAD_USE,          /* load-use stall cycles */
+    RT_PERF_JUMP_REGISTER,     /* jump-register stall cycles */
+    RT_PERF_ICACHE_MISS,       /* cycles waiting for instruction fetches */
+    RT_PERF_BRANCH_TAKEN,      /* taken branches */
+    /* The cores' "external" events (L2 load/store cycles, TCDM contention: PCER bits 14-16) read 0 in
+     * pulp-open: the model leaves the counter ports that would feed them unbound. */
+    RT_PERF_COUNTERS,          /* the hardware counters above; then what the runtime measures: */
+    RT_PERF_DMA_WAIT = RT_PERF_COUNTERS, /* cycles spent in rt_dma_wait */
+    RT_PERF_FIELDS
+};
+void rt_perf_region(int id);
+#define RT_REGION(id)                                                                      \
+    do {                                                                                   \
+        _Static_assert((id) >= 0 && (id) < 2048, "RT_REGION id must be in [0, 2048)");     \
+        rt_perf_region(id);                                                                \
+    } while (0)
+#else
 #define RT_REGION(id)                                                                      \
     do {                                                                                   \
         _Static_assert((id) >= 0 && (id) < 2048, "RT_REGION id must be in [0, 2048)");     \
         __asm__ volatile("slti x0, x0, %0" : : "i"(id) : "memory");                        \
     } while (0)
+#endif
 
 /* ---- DMA engine ------------------------------------------------------------------------------ */
 
@@ -156,7 +190,8 @@ static inline void rt_chunk(int n, int *start, int *end)
 /* Updated by the DMA engine only, when a transfer completes: read them after rt_dma_wait_all(). */
 extern volatile unsigned long long rt_dma_bytes_total;     /* bytes moved */
 extern volatile unsigned long long rt_dma_transfers_total; /* number of transfers (1-D or 2-D) */
-extern volatile unsigned long long rt_dma_cycles_total;    /* modelled cycles, formula above */
+extern volatile unsigned long long rt_dma_cycles_total;    /* modelled cycles, formula above; on GVSoC the
+                                                              cycles the cores spent in rt_dma_wait (measured) */
 
 typedef unsigned rt_dma_id_t;
 

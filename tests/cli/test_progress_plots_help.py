@@ -16,7 +16,7 @@ from tinyodl.driver.plots import write_plots
 from tinyodl.driver.progress import Progress
 from tinyodl.driver.qemu import _show_loss
 from tinyodl.ir.target import TARGETS
-from tinyodl.runtime.host import _run_streaming
+from tinyodl.runtime.host import run_streaming
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -104,11 +104,11 @@ def test_loss_lines_of_the_guest_become_steps() -> None:
 
 def test_guest_lines_stream_and_the_timeout_holds() -> None:
     lines: list[str] = []
-    done = _run_streaming(["bash", "-c", "echo one; echo two >&2; echo three"], 10.0, lines.append)
+    done = run_streaming(["bash", "-c", "echo one; echo two >&2; echo three"], 10.0, lines.append)
     assert lines == ["one", "three"] and done.returncode == 0
     assert done.stdout == "one\nthree\n" and done.stderr == "two\n"
     with pytest.raises(subprocess.TimeoutExpired) as expired:
-        _run_streaming(["bash", "-c", "echo early; exec sleep 30"], 0.5, lines.append)
+        run_streaming(["bash", "-c", "echo early; exec sleep 30"], 0.5, lines.append)
     assert expired.value.stdout == "early\n" and lines[-1] == "early"
 
 
@@ -235,5 +235,5 @@ def test_a_failing_display_does_not_stop_the_guest_output() -> None:
     def broken(line: str) -> None:
         raise BrokenPipeError("stderr closed")
 
-    done = _run_streaming(["bash", "-c", "for i in 1 2 3; do echo line$i; done"], 10.0, broken)
+    done = run_streaming(["bash", "-c", "for i in 1 2 3; do echo line$i; done"], 10.0, broken)
     assert done.returncode == 0 and done.stdout == "line1\nline2\nline3\n"

@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
-from tinyodl.ir.target import GAP8, GAP9, PULP8, TARGETS, Target
+from tinyodl.ir.target import GAP8, GAP9, PULP8, PULP_OPEN, TARGETS, Target
 
 KIB = 1024
 
 
 def test_presets_are_registered_by_name_and_pulp8_is_one() -> None:
-    assert set(TARGETS) == {"pulp8", "gap8", "gap9"}
+    assert set(TARGETS) == {"pulp8", "gap8", "gap9", "pulp-open"}
     assert all(TARGETS[name].name == name for name in TARGETS)
     assert TARGETS["pulp8"] is PULP8
 
@@ -21,6 +21,7 @@ def test_presets_are_registered_by_name_and_pulp8_is_one() -> None:
     (PULP8, 8, 128 * KIB, 2 * 1024 * KIB, True),
     (GAP8, 8, 64 * KIB, 512 * KIB, False),     # Bitcraze AI-deck docs; GreenWaves GAP8/GAP9 table
     (GAP9, 8, 128 * KIB, 1536 * KIB, True),    # GreenWaves GAP8/GAP9 table: L1 128 kB, RAM 1.5 MB
+    (PULP_OPEN, 8, 64 * KIB, 1536 * KIB, True),  # GVSoC's stock pulp-open: cluster.json, soc.json
 ])
 def test_presets_have_the_cited_sizes(target: Target, cores: int, l1_bytes: int, l2_bytes: int, fp16: bool) -> None:
     assert (target.cores, target.l1_bytes, target.l2_bytes, target.fp16) == (cores, l1_bytes, l2_bytes, fp16)

@@ -89,7 +89,7 @@ def test_a_transfer_from_a_bad_address_traps_on_the_dma_hart(tmp_path: Path, too
     assert result.exit_code == host.EXIT_TRAP
     assert result.failure is not None
     assert result.failure.startswith("trap: load_access_fault (mcause 5) at mepc=0x")
-    assert "in copy_row (rt.c:" in result.failure
+    assert "in rt_copy_row (rt.c:" in result.failure
     assert result.failure.endswith(f", mtval=0x00000004, hart {DMA_HART}")
 
 
