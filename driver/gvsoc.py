@@ -146,19 +146,20 @@ def compare_measured(main: dict[str, Any], base: dict[str, Any]) -> dict[str, An
 
 
 def print_measured_comparison(measured: dict[str, Any], cores: int, base: int) -> None:
-    head = (f"{'layer':<26} {'phase':<8} {'MACs':>10} {f'cyc@{base}':>11} {f'cyc@{cores}':>10} {'speed-up':>8} "
+    name_w = width("layer", "step (critical path)", *(row["name"] for row in measured["layers"]))
+    head = (f"{'layer':<{name_w}} {'phase':<8} {'MACs':>10} {f'cyc@{base}':>11} {f'cyc@{cores}':>10} {'speed-up':>8} "
             f"{'MAC/cyc':>8} {STALL_HEADER} {'DMA wait':>9}")
     print(f"measured on GVSoC pulp-open (cycles of the busiest core; stalls on {cores} cores):")
     print(head)
     print("-" * len(head))
     for row in measured["layers"]:
-        print(f"{row['name'][:26]:<26} {row['phase']:<8} {row['macs']:>10} {row['cycles_measured_base']:>11} "
+        print(f"{row['name']:<{name_w}} {row['phase']:<8} {row['macs']:>10} {row['cycles_measured_base']:>11} "
               f"{row['cycles_measured']:>10} {row['speedup_measured']:>8.2f} "
               f"{row['mac_per_cycle_measured']:>8.3f} "
               f"{_stall_columns(row['stalls_measured'])} {row['dma_wait_cycles_measured']:>9}")
     totals = measured["totals"]
     print("-" * len(head))
-    print(f"{'step (critical path)':<26} {'':<8} {'':>10} {totals['cycles_measured_base']:>11} "
+    print(f"{'step (critical path)':<{name_w}} {'':<8} {'':>10} {totals['cycles_measured_base']:>11} "
           f"{totals['cycles_measured']:>10} {totals['speedup_measured']:>8.2f} "
           f"{totals['mac_per_cycle_measured']:>8.3f} "
           f"{_stall_columns(totals['stalls_measured'])} {totals['dma_wait_cycles_measured']:>9}")

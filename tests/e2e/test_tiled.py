@@ -9,7 +9,6 @@ import pytest
 import zoo
 
 import tinyodl
-from tinyodl.backend_c import project
 
 pytestmark = pytest.mark.qemu
 
@@ -47,18 +46,8 @@ def test_checking_build_passes_with_the_waits(tmp_path: Path, toolchain) -> None
     assert result.ok, result.check
 
 
-def test_a_missing_dma_wait_fails_the_check(tmp_path: Path, toolchain, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_dma_wait_fails_the_check(tmp_path: Path, toolchain, without_input_wait: None) -> None:
     """Drop the wait for a tile's inputs from the runtime: in the checking build the kernel then reads
     poisoned (NaN) inputs, and the golden check must fail."""
-    original = project.render_project
-
-    def without_input_wait(*args, **kwargs):  # type: ignore[no-untyped-def]
-        program, files = original(*args, **kwargs)
-        source = files["runtime/tile.c"]
-        assert "rt_dma_wait(loaded);" in source
-        files["runtime/tile.c"] = source.replace("rt_dma_wait(loaded);", "(void)loaded;")
-        return program, files
-
-    monkeypatch.setattr(project, "render_project", without_input_wait)
     result = tinyodl.simulate(conv_zoo_model(tmp_path), steps=1, l1_bytes=4096, dma_check=True)
     assert not result.ok
