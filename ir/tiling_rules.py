@@ -253,7 +253,7 @@ def _gemm_run(plan: TilePlan, entries: Sequence[tuple[int, ...]], arrays: list[n
 
 # -- element-wise over flat chunks ----------------------------------------------------------------------
 FLAT_KERNELS = ("add", "relu", "relu_grad", "leaky_relu", "leaky_relu_grad", "sigmoid", "sigmoid_grad", "tanh",
-                "tanh_grad", "clip", "clip_grad", "sgd_update", "adam_update")
+                "tanh_grad", "clip", "clip_grad", "sgd_update", "adam_update", "cast", "amp_scale")
 
 
 def _flat_length(ins: Sequence[TensorType]) -> int:
@@ -470,7 +470,7 @@ def _accepts_all(kernel: str, ins: Sequence[TensorType], outs: Sequence[TensorTy
 
 def _flat_accepts(kernel: str, ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: Attrs) -> bool:
     length = ins[0].numel
-    chunked = [t for t in ins if t.dtype.is_float]  # adam's step counter and a guard flag are whole
+    chunked = [t for t in ins if t.shape != ()]  # scalars (adam's step, a loss scale, a guard flag) are whole
     return all(t.numel == length for t in list(chunked) + list(outs)) and \
         (kernel != "add" or ins[0].shape == ins[1].shape)
 
