@@ -104,7 +104,8 @@ def _ref_update_scale(ins: Sequence[np.ndarray], attrs: Attrs) -> list[np.ndarra
     if found:
         scale, tracker = scale * attrs["backoff_factor"], 0
     elif tracker + 1 == attrs["growth_interval"]:
-        grown = float(np.float32(scale * attrs["growth_factor"]))
+        with np.errstate(over="ignore"):  # a scale past float32's range is not taken
+            grown = float(np.float32(scale * attrs["growth_factor"]))
         scale, tracker = (grown if math.isfinite(grown) else scale), 0
     else:
         tracker += 1
