@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tinyodl.driver.evaluate import Evaluation, evaluate_before_after, load_eval
 from tinyodl.driver.onnx_io import final_state, init_from, parameter_values
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.precision import check_c_backend, reduced, report_precision
 from tinyodl.driver.progress import Progress
 from tinyodl.driver.reference import run_reference
 from tinyodl.driver.report import reference_report
@@ -56,6 +57,7 @@ def compile(model: Model, out_dir: str | os.PathLike[str], *, data: str | os.Pat
     from tinyodl.backend_c.project import write_project
 
     checked = Options.from_kwargs(**options)
+    check_c_backend(checked, "compile")
     graph = build_training_graph(_source(model), checked)
     batches = load_batches(graph, _path(data), steps, epochs=epochs, shuffle=shuffle)
     out = Path(out_dir)
@@ -83,6 +85,8 @@ def simulate(model: Model, *, data: str | os.PathLike[str] | None = None, steps:
         raise UserError(f"--steps must be >= 1, got {steps}")
     if not 0 < timeout < math.inf:  # NaN fails this too
         raise UserError(f"--timeout must be a finite number of seconds > 0, got {timeout}")
+    if target == "qemu":
+        check_c_backend(checked, "--target qemu")
     shown = Progress(quiet=not progress)
     graph = build_training_graph(_source(model), checked)
     if init_params is not None:
@@ -95,6 +99,10 @@ def simulate(model: Model, *, data: str | os.PathLike[str] | None = None, steps:
         shown.start_steps("reference", steps)
         reference = run_reference(graph, batches, on_step=shown.step)
         report = reference_report(graph, checked, reference.losses)
+        if reduced(checked):
+            shown.message(f"reference: the same {steps} step(s) in fp32, to compare")
+            report_precision(report, graph, checked, reference,
+                             _fp32_reference(model, checked, batches, init_params))
         trained = reference.params
         state = {value.name: reference.executor.param(value.name) for value in graph.state}
     else:
@@ -107,6 +115,15 @@ def simulate(model: Model, *, data: str | os.PathLike[str] | None = None, steps:
         report["eval"] = evaluate_before_after(graph, evaluation, checked.loss, trained, Path(eval_data or ""))
     losses = [float(item["loss"]) for item in report["steps"]]
     return SimulationResult(losses, parameter_values(graph, trained), report, state)
+
+
+def _fp32_reference(model: Model, options: Options, batches: Any, init_params: Any) -> Any:
+    """The fp32 run of the same steps from the same starting parameters."""
+    fp32 = replace(options, dtype="fp32", precision=())
+    graph = build_training_graph(_source(model), fp32)
+    if init_params is not None:
+        init_from(graph, Path(init_params), _source(model), fold_bn=fp32.fold_bn)
+    return run_reference(graph, batches)
 
 
 def evaluate(model: Model, *, data: str | os.PathLike[str], params: str | os.PathLike[str] | None = None,

@@ -185,7 +185,9 @@ def _cast(graph: Graph, value: Value, dtype: DType, user: Op, casts: dict[tuple[
     if key not in casts:
         role = Role.GRAD if value.role is Role.GRAD else Role.ACT
         result = graph.new_value(f"{value.name}.{dtype.value}", TensorType(value.shape, dtype, value.layout), role)
-        graph.insert(graph.ops.index(user), Op("cast", [value], [result], {"to": dtype.value}, user.phase, user.node))
+        # The loss's operand in another dtype is still the model's output (what eval reads): a forward op.
+        phase = Phase.FORWARD if user.phase is Phase.LOSS else user.phase
+        graph.insert(graph.ops.index(user), Op("cast", [value], [result], {"to": dtype.value}, phase, user.node))
         casts[key] = result
     return casts[key]
 

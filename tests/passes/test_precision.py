@@ -69,7 +69,7 @@ def test_mixed_keeps_fp32_masters_scales_the_loss_and_fuses_the_gradient_casts()
           %b.f16 = cast(%b) {to = "f16"} : act<3xf16> forward "fc"
           %h = gemm(%x, %w.f16, %b.f16) {trans_b = 1} : act<4x3xf16> forward "fc"
           %y = relu(%h) : act<4x3xf16> forward "act"
-          %y.f32 = cast(%y) {to = "f32"} : act<4x3xf32> loss "mse_loss"
+          %y.f32 = cast(%y) {to = "f32"} : act<4x3xf32> forward "mse_loss"
           %loss = mse_loss(%y.f32, %target) : loss<f32> loss "mse_loss"
           %y.grad = mse_loss_grad(%y.f32, %target) : grad<4x3xf32> backward "mse_loss"
           %y.grad.scaled = amp_scale(%y.grad, %amp.scale) : grad<4x3xf32> backward "mse_loss"
