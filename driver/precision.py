@@ -123,7 +123,36 @@ def precision_section(graph: Graph, options: Any, scales: list[float], skipped: 
     }
     if scales:
         section["loss_scaling"] = {"mode": _scaling_mode(graph), "scales": scales}
+    section["layers"] = tile_figures(graph)
+    fp32_graph = fp32_run.executor.graph
+    section["vs_fp32"]["memory"] = {
+        "l2_peak_bytes": _peak(graph), "l2_peak_bytes_fp32": _peak(fp32_graph),
+        "dma_bytes": sum(f["dma_bytes"] for f in section["layers"]),
+        "dma_bytes_fp32": sum(f["dma_bytes"] for f in tile_figures(fp32_graph))}
     return section
+
+
+def _peak(graph: Graph) -> int | None:
+    return graph.memory_plan.peak_bytes if graph.memory_plan is not None else None
+
+
+def tile_figures(graph: Graph) -> list[dict[str, Any]]:
+    """Per tiled kernel: its dtypes, tiles, L1 bytes and DMA bytes per step, all in bytes of the real dtypes
+    (what a reduced-precision run saves in L1 and DMA before any simulator measures it)."""
+    from tinyodl.ir.ops.tiling import plan_of
+    from tinyodl.passes.tiling import dma_totals
+
+    figures = []
+    for op in graph.ops:
+        if op.type != "tile_loop":
+            continue
+        plan = plan_of(op)
+        loaded, stored, _ = dma_totals(plan)
+        dtypes = sorted({v.dtype.value for v in op.inputs + op.outputs if v.dtype.is_float})
+        figures.append({"name": op.node, "op": str(op.attrs["tiled_op"]), "phase": op.phase.value,
+                        "dtypes": dtypes, "tiles": plan.tiles, "l1_bytes": plan.l1_bytes(),
+                        "dma_bytes": loaded + stored})
+    return figures
 
 
 def _scaling_mode(graph: Graph) -> str:
@@ -148,3 +177,8 @@ def print_precision(report: dict[str, Any]) -> None:
     versus = section["vs_fp32"]
     print(f"{section['dtype']} vs the fp32 reference: loss differs by at most {versus['loss_max_abs_diff']:.3g}, "
           f"parameters by at most {versus['params_max_rel_l2']:.3g} (relative L2)")
+    memory = versus["memory"]
+    if memory["l2_peak_bytes"] is not None and memory["l2_peak_bytes_fp32"]:
+        ratio = memory["l2_peak_bytes"] / memory["l2_peak_bytes_fp32"]
+        print(f"L2 plan peak {memory['l2_peak_bytes']} B ({ratio:.2f}x fp32's), DMA {memory['dma_bytes']} B per step "
+              f"(fp32: {memory['dma_bytes_fp32']} B)")

@@ -88,6 +88,11 @@ def test_reduced_precision_trains_close_to_fp32(dtype: str) -> None:
     assert 0 < versus["loss_max_abs_diff"] < bound
     assert 0 < versus["params_max_rel_l2"] < bound
     assert result.report["precision"]["loss_scaling"] is None and result.report["dtype"] == dtype
+    memory = versus["memory"]
+    assert 0.45 < memory["l2_peak_bytes"] / memory["l2_peak_bytes_fp32"] < 0.55
+    assert 0 < memory["dma_bytes"] <= 0.55 * memory["dma_bytes_fp32"]
+    layers = result.report["precision"]["layers"]
+    assert layers and all(layer["dtypes"] == [DType.parse(dtype).value] for layer in layers)
 
 
 def test_per_node_override_from_the_api_as_a_mapping() -> None:
