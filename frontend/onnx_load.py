@@ -253,8 +253,7 @@ def _require_static_inputs(model: onnx.ModelProto) -> None:
             raise FrontendError(f"input '{vi.name}' is not a tensor; tinyodl needs float32 tensors")
         if tensor_type.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
             dtype = onnx.TensorProto.DataType.Name(tensor_type.elem_type)
-            raise FrontendError(f"input '{vi.name}' has element type {dtype}; tinyodl supports float32 and "
-                                "float16 (trained in the precision --dtype chooses)")
+            raise FrontendError(f"input '{vi.name}' has element type {dtype}; tinyodl supports float32 and float16")
         if not tensor_type.HasField("shape"):
             raise FrontendError(f"input '{vi.name}' has an unknown rank; tinyodl needs static shapes")
         for axis, dim in enumerate(tensor_type.shape.dim):

@@ -166,3 +166,16 @@ def test_ir_dump_shows_casts_and_eval_runs_in_reduced_precision(tmp_path: Path) 
     evaluation = tinyodl.evaluate(EXAMPLES / "mlp.onnx", data=data, dtype="fp16")
     fp32 = tinyodl.evaluate(EXAMPLES / "mlp.onnx", data=data)
     assert evaluation.loss != fp32.loss and abs(evaluation.loss - fp32.loss) < 0.01
+
+
+@pytest.mark.parametrize("dtype,elem", [("bf16", TensorProto.BFLOAT16), ("fp16", TensorProto.FLOAT16)])
+def test_training_graph_exports_to_onnx_in_its_dtypes(dtype: str, elem: int) -> None:
+    from tinyodl.ir.onnx_export import export_onnx
+
+    graph = build_training_graph(EXAMPLES / "lenet.onnx", Options.from_kwargs(dtype=dtype))
+    model = export_onnx(graph)
+    onnx.checker.check_model(model)
+    weight = next(i for i in model.graph.initializer if i.name == "conv1.weight")
+    assert weight.data_type == elem
+    exported = numpy_helper.to_array(weight).astype(np.float64)
+    np.testing.assert_array_equal(exported, np.asarray(graph.initial["conv1.weight"], np.float64))

@@ -219,3 +219,32 @@ def test_the_mixed_graph_trains_and_skips_a_step_whose_gradients_overflow() -> N
     # GradScaler's growth: two clean steps in a row double the scale, and the count restarts.
     assert found[first:first + 2] == [0, 0] and scales[first + 2] == 2 * scales[first]
     assert scales[first + 1] == scales[first]
+
+
+def test_tiles_are_planned_in_bytes_of_the_real_dtype() -> None:
+    from tinyodl.ir.graph import Op
+    from tinyodl.ir.tiling import make_plan
+    from tinyodl.ir.types import TensorType
+    from tinyodl.passes.tiling import choose_plan
+
+    def conv(dtype: DType) -> Op:
+        graph = Graph("c")
+        x = graph.add_input("x", TensorType((1, 16, 32, 32), dtype))
+        w = graph.add_param("w", np.zeros((16, 16, 3, 3)), TensorType((16, 16, 3, 3), dtype))
+        y = graph.new_value("y", TensorType((1, 16, 32, 32), dtype), Role.ACT)
+        return Op("conv2d", [x, w], [y], {"pads": (1, 1, 1, 1)}, Phase.FORWARD, "conv")
+
+    sizes = {"n": 1, "oh": 8, "k": 16, "c": 16}
+    half = make_plan("conv2d", [v.type for v in conv(DType.F16).inputs], [v.type for v in conv(DType.F16).outputs],
+                     conv(DType.F16).attrs, sizes)
+    full = make_plan("conv2d", [v.type for v in conv(DType.F32).inputs], [v.type for v in conv(DType.F32).outputs],
+                     conv(DType.F32).attrs, sizes)
+    assert [o.itemsize for o in half.operands] == [2, 2, 2] and [o.itemsize for o in full.operands] == [4, 4, 4]
+    assert half.l1_bytes() * 2 == full.l1_bytes()
+    assert [b // 2 for b in full.dma_bytes()] == list(half.dma_bytes())
+    # With the same L1 budget an fp16 tile holds twice the elements of an fp32 one.
+    budget = 40000
+    tile16, tile32 = choose_plan(conv(DType.F16), budget, 8), choose_plan(conv(DType.F32), budget, 8)
+    assert tile16.l1_bytes() <= budget and tile32.l1_bytes() <= budget
+    elements = [max(np.prod(p.max_box(o)) for o in p.operands if o.name == "y") for p in (tile16, tile32)]
+    assert elements[0] >= 2 * elements[1]
