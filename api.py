@@ -2,8 +2,9 @@
 the trained parameters and the report back. The command line is a thin layer over these functions.
 
 `model` is a path to an .onnx file or an `onnx.ModelProto`. Options are keyword arguments with the names of
-`tinyodl.Options` (loss, optimizer, lr, momentum, ..., platform, cores, l1_bytes, l2_bytes, tiling): an
-unknown name is a TypeError, a bad value a `tinyodl.UserError` with the CLI's one-line message.
+`tinyodl.Options` (loss, optimizer, lr, momentum, ..., dtype, precision, loss_scale, ..., platform, cores,
+l1_bytes, l2_bytes, tiling): an unknown name is a TypeError, a bad value a `tinyodl.UserError` with the CLI's
+one-line message.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import onnx
 
 from tinyodl.driver.data import load_batches
 from tinyodl.driver.evaluate import Evaluation, evaluate_before_after, load_eval_data
-from tinyodl.driver.onnx_io import final_state, init_from, parameter_values
+from tinyodl.driver.onnx_io import (
+    apply_saved,
+    final_state,
+    init_from,
+    model_initializer_names,
+    parameter_values,
+    read_saved,
+)
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
 from tinyodl.driver.precision import check_c_backend, reduced, report_precision
@@ -122,7 +130,12 @@ def _fp32_reference(model: Model, options: Options, batches: Any, init_params: A
     fp32 = replace(options, dtype="fp32", precision=())
     graph = build_training_graph(_source(model), fp32)
     if init_params is not None:
-        init_from(graph, Path(init_params), _source(model), fold_bn=fp32.fold_bn)
+        # A state file of a loss-scaled run also holds the scale, which the fp32 run has no use for.
+        path = Path(init_params)
+        saved = read_saved(path)
+        ours = {value.name for value in graph.state}
+        saved.state = {name: array for name, array in saved.state.items() if name in ours}
+        apply_saved(graph, saved, path, model_initializers=model_initializer_names(_source(model)))
     return run_reference(graph, batches)
 
 

@@ -179,3 +179,21 @@ def test_training_graph_exports_to_onnx_in_its_dtypes(dtype: str, elem: int) -> 
     assert weight.data_type == elem
     exported = numpy_helper.to_array(weight).astype(np.float64)
     np.testing.assert_array_equal(exported, np.asarray(graph.initial["conv1.weight"], np.float64))
+
+
+def test_a_mixed_run_resumes_with_its_loss_scale(tmp_path: Path) -> None:
+    from tinyodl.driver.onnx_io import save_state
+
+    first = tinyodl.simulate(EXAMPLES / "mlp.onnx", target="reference", steps=3, dtype="mixed", momentum=0.9,
+                             loss_scale_init=2.0 ** 20, loss_scale_interval=1)
+    state = tmp_path / "state.npz"
+    save_state(state, first.params, first.state)
+    resumed = tinyodl.simulate(EXAMPLES / "mlp.onnx", target="reference", steps=1, dtype="mixed", momentum=0.9,
+                               loss_scale_init=2.0 ** 20, loss_scale_interval=1, init_params=state)
+    assert resumed.report["steps"][0]["loss_scale"] == float(first.state["amp.scale"])
+    assert float(first.state["amp.scale"]) != 2.0 ** 20
+    # The fp32 comparison starts from the same parameters and momentum (it has no loss scale to restore).
+    plain = tmp_path / "plain.npz"
+    save_state(plain, first.params, {k: v for k, v in first.state.items() if not k.startswith("amp.")})
+    fp32 = tinyodl.simulate(EXAMPLES / "mlp.onnx", target="reference", steps=1, momentum=0.9, init_params=plain)
+    assert resumed.report["precision"]["vs_fp32"]["losses_fp32"] == fp32.losses
