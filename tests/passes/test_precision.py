@@ -248,3 +248,39 @@ def test_tiles_are_planned_in_bytes_of_the_real_dtype() -> None:
     assert tile16.l1_bytes() <= budget and tile32.l1_bytes() <= budget
     elements = [max(np.prod(p.max_box(o)) for o in p.operands if o.name == "y") for p in (tile16, tile32)]
     assert elements[0] >= 2 * elements[1]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_policies_and_overrides_on_the_bundled_models_verify_and_train(seed: int) -> None:
+    from pathlib import Path
+
+    from tinyodl.driver.data import load_batches
+    from tinyodl.driver.options import Options
+    from tinyodl.driver.pipeline import build_training_graph
+    from tinyodl.driver.reference import run_reference
+    from tinyodl.ir.registry import kernel_of, lookup
+
+    rng = np.random.default_rng(seed)
+    model = Path(__file__).resolve().parents[2] / "examples" / ["mlp.onnx", "lenet.onnx", "dscnn.onnx"][seed % 3]
+    nodes = sorted({op.node for op in build_training_graph(model, Options()).ops})
+    chosen = rng.choice(nodes, size=min(3, len(nodes)), replace=False)
+    overrides = tuple(f"{node}={rng.choice(['fp32', 'fp16', 'bf16'])}" for node in chosen)
+    options = Options.from_kwargs(dtype=str(rng.choice(["fp16", "bf16", "mixed"])), precision=overrides,
+                                  optimizer=str(rng.choice(["sgd", "adam"])), momentum=0.9 * (seed % 2),
+                                  loss_scale=str(rng.choice(["default", "dynamic", "none", "256"])), lr=0.01)
+    graph = build_training_graph(model, options)  # the manager verifies after every pass
+    for op in graph.ops:
+        assert op.type != "cast" or op.inputs[0].dtype is not op.outputs[0].dtype
+    run = run_reference(graph, load_batches(graph, None, 2))
+    assert all(np.isfinite(run.losses))
+    for node, dtype in (item.rsplit("=", 1) for item in overrides):
+        # The node's kernels compute in its dtype: their operands are in it (a fused cast may write the results
+        # in the next node's); a view (Flatten) keeps its source's dtype and computes nothing.
+        computed = set()
+        for op in graph.ops:
+            kernel = kernel_of(op.type, op.attrs)[0]
+            if op.node != node or op.phase is Phase.UPDATE or kernel in ("cast", "reshape", "amp_scale"):
+                continue
+            free = lookup(kernel).mixed_operands
+            computed |= {v.dtype for i, v in enumerate(op.inputs) if v.dtype.is_float and i not in free}
+        assert computed <= {DType.parse(dtype)}, (node, computed)
