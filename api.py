@@ -2,15 +2,16 @@
 the trained parameters and the report back. The command line is a thin layer over these functions.
 
 `model` is a path to an .onnx file or an `onnx.ModelProto`. Options are keyword arguments with the names of
-`tinyodl.Options` (loss, optimizer, lr, momentum, ..., platform, cores, l1_bytes, l2_bytes, tiling): an
-unknown name is a TypeError, a bad value a `tinyodl.UserError` with the CLI's one-line message.
+`tinyodl.Options` (loss, optimizer, lr, momentum, ..., dtype, precision, loss_scale, ..., platform, cores,
+l1_bytes, l2_bytes, tiling): an unknown name is a TypeError, a bad value a `tinyodl.UserError` with the CLI's
+one-line message.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,17 @@ import onnx
 from tinyodl.driver.data import load_batches
 from tinyodl.driver.evaluate import Evaluation, evaluate_before_after, load_eval_data
 from tinyodl.driver.files import write_c_project
-from tinyodl.driver.onnx_io import final_state, init_from, parameter_values
+from tinyodl.driver.onnx_io import (
+    apply_saved,
+    final_state,
+    init_from,
+    model_initializer_names,
+    parameter_values,
+    read_saved,
+)
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.precision import check_c_backend, reduced, report_precision
 from tinyodl.driver.progress import Progress
 from tinyodl.driver.reference import run_reference
 from tinyodl.driver.report import reference_report
@@ -57,6 +66,7 @@ def compile(model: Model, out_dir: str | os.PathLike[str], *, data: str | os.Pat
     directory. An earlier project there is updated (files tinyodl did not write are kept); a directory that
     holds other files and no project is refused unless `force`."""
     checked = Options.from_kwargs(**options)
+    check_c_backend(checked, "compile")
     graph = build_training_graph(_source(model), checked)
     batches = load_batches(graph, _path(data), steps, epochs=epochs, shuffle=shuffle)
     out = Path(out_dir)
@@ -85,6 +95,8 @@ def simulate(model: Model, *, data: str | os.PathLike[str] | None = None, steps:
         raise UserError(f"--steps must be >= 1, got {steps}")
     if not 0 < timeout < math.inf:  # NaN fails this too
         raise UserError(f"--timeout must be a finite number of seconds > 0, got {timeout}")
+    if target == "qemu":
+        check_c_backend(checked, "--target qemu")
     shown = Progress(quiet=not progress)
     graph = build_training_graph(_source(model), checked)
     if init_params is not None:
@@ -97,6 +109,10 @@ def simulate(model: Model, *, data: str | os.PathLike[str] | None = None, steps:
         shown.start_steps("reference", steps)
         reference = run_reference(graph, batches, on_step=shown.step)
         report = reference_report(graph, checked, reference.losses)
+        if reduced(checked):
+            shown.message(f"reference: the same {steps} step(s) in fp32, to compare")
+            report_precision(report, graph, checked, reference,
+                             _fp32_reference(model, checked, batches, init_params))
         trained = reference.params
         state = {value.name: reference.executor.param(value.name) for value in graph.state}
     else:
@@ -110,6 +126,20 @@ def simulate(model: Model, *, data: str | os.PathLike[str] | None = None, steps:
         report["eval"] = evaluate_before_after(graph, evaluation, checked.loss, trained, Path(eval_data or ""))
     losses = [float(item["loss"]) for item in report["steps"]]
     return SimulationResult(losses, parameter_values(graph, trained), report, state)
+
+
+def _fp32_reference(model: Model, options: Options, batches: Any, init_params: Any) -> Any:
+    """The fp32 run of the same steps from the same starting parameters."""
+    fp32 = replace(options, dtype="fp32", precision=())
+    graph = build_training_graph(_source(model), fp32)
+    if init_params is not None:
+        # A state file of a loss-scaled run also holds the scale, which the fp32 run has no use for.
+        path = Path(init_params)
+        saved = read_saved(path)
+        ours = {value.name for value in graph.state}
+        saved.state = {name: array for name, array in saved.state.items() if name in ours}
+        apply_saved(graph, saved, path, model_initializers=model_initializer_names(_source(model)))
+    return run_reference(graph, batches)
 
 
 def evaluate(model: Model, *, data: str | os.PathLike[str], params: str | os.PathLike[str] | None = None,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tinyodl.driver import precision
 from tinyodl.driver.options import DTYPES, LAYOUTS, LOSSES, OPTIMIZERS, Options, UserError
 from tinyodl.ir.target import TARGETS
 
@@ -99,7 +100,11 @@ def _training_parent() -> _Parser:
     group.add_argument("--train", default="all",
                        help="what learns: all, none, last:N (last N parametrised layers), bias, or a comma list "
                             "of initializer names")
-    group.add_argument("--dtype", choices=DTYPES, default="fp32", help="arithmetic precision")
+    group.add_argument("--dtype", choices=DTYPES, default="fp32",
+                       help="fp32; fp16 or bf16 (parameters, activations, gradients and optimizer state); mixed "
+                            "(fp16 activations and gradients, fp32 master weights, optimizer state and loss). "
+                            "Reduced precision runs on --target reference only: the C kernels are fp32")
+    precision.add_arguments(group)
     group.add_argument("--layout", choices=LAYOUTS, default="chw", help="activation layout")
     group.add_argument("--fold-bn", action="store_true",
                        help="fold batch norm into the preceding conv; without it batch norm is a layer of its own "
@@ -128,7 +133,7 @@ def _options(args: argparse.Namespace) -> Options:
         weight_decay=args.weight_decay, nesterov=args.nesterov, betas=args.betas, eps=args.eps,
         batch=args.batch, train=args.train, dtype=args.dtype, layout=args.layout, fold_bn=args.fold_bn,
         platform=args.platform, cores=args.cores, l1_bytes=args.l1, l2_bytes=args.l2, tiling=args.tiling,
-        dma_check=args.dma_check)
+        dma_check=args.dma_check, **precision.options_from(args))
 
 
 def _data_order_options(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from tinyodl.driver.files import check_writable, save_report
 from tinyodl.driver.gvsoc import compare_measured, print_measured_comparison
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.precision import check_c_backend
 from tinyodl.driver.progress import Progress
 from tinyodl.driver.qemu import SimulationFailed, run_on_qemu
 from tinyodl.driver.report import RUN_AND_STEP_CYCLES, cycles_line, width
@@ -101,6 +102,7 @@ def cmd_bench(args: argparse.Namespace, options: Options) -> int:
         raise UserError(f"--baseline-cores must be between 1 and 8, got {args.baseline_cores}")
     if not args.timeout > 0:  # NaN fails this too
         raise UserError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    check_c_backend(options, "bench")
     check_writable(args.report)
     graph = build_training_graph(args.model, options)
     batches = load_batches(graph, args.data, args.steps)

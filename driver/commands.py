@@ -15,6 +15,7 @@ from tinyodl.driver.onnx_io import check_onnx_export, save_onnx, save_state
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
 from tinyodl.driver.plots import check_plotting, write_plots
+from tinyodl.driver.precision import print_precision
 from tinyodl.driver.report import print_summary
 from tinyodl.ir.dot import to_dot
 from tinyodl.ir.text import print_graph
@@ -100,6 +101,7 @@ def cmd_simulate(args: argparse.Namespace, options: Options) -> int:
         print(f"tinyodl: {exc}", file=sys.stderr)
         return 1
     print_summary(result.report, quiet=args.quiet)
+    print_precision(result.report)
     if result.report["target"] == "gvsoc":
         print_measured(result.report)
     if "eval" in result.report:

@@ -23,6 +23,7 @@ import onnx
 
 from tinyodl.driver.options import Options, UserError
 from tinyodl.driver.pipeline import build_training_graph
+from tinyodl.driver.precision import check_c_backend
 from tinyodl.driver.qemu import read_words
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import Graph, Value
@@ -170,6 +171,8 @@ def evaluate_model(model: Path | onnx.ModelProto, data: Path, options: Options, 
         raise UserError(f"--target {target}: choose from {', '.join(EVAL_TARGETS)}")
     if not timeout > 0:  # NaN fails this too
         raise UserError(f"--timeout must be > 0 seconds, got {timeout}")
+    if target == "qemu":
+        check_c_backend(options, "eval --target qemu")
     graph = forward_graph(model, options)
     if params is not None:
         init_from(graph, Path(params), model, fold_bn=options.fold_bn, optimizer_state=False)

@@ -16,7 +16,7 @@ class UserError(Exception):
 # What is implemented today; the CLI offers exactly these choices and the API accepts exactly these values.
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-DTYPES = ("fp32",)
+DTYPES = ("fp32", "fp16", "bf16", "mixed")
 LAYOUTS = ("chw",)
 MAX_CORES = 8  # the runtime's team and the simulated machine hold at most 8 compute harts (plus the DMA hart)
 
@@ -37,6 +37,14 @@ class Options:
     batch: int | None = None
     train: str = "all"
     dtype: str = "fp32"
+    # Per-node dtypes ("NODE=fp16", ...; a mapping node -> dtype is taken too) and loss scaling (see
+    # driver/precision.py): "default" is dynamic in mixed and none otherwise.
+    precision: tuple[str, ...] = ()
+    loss_scale: str = "default"
+    loss_scale_init: float = 65536.0
+    loss_scale_growth: float = 2.0
+    loss_scale_backoff: float = 0.5
+    loss_scale_interval: int = 2000
     layout: str = "chw"
     fold_bn: bool = False
     platform: str = "pulp8"
@@ -45,6 +53,14 @@ class Options:
     l2_bytes: int | None = None
     tiling: bool = True
     dma_check: bool = False  # poison DMA destinations until the wait (a missing wait then fails the check)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.precision, dict):
+            self.precision = tuple(f"{node}={dtype}" for node, dtype in self.precision.items())
+        elif isinstance(self.precision, str):
+            self.precision = (self.precision,)
+        else:
+            self.precision = tuple(self.precision)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Options:
@@ -76,6 +92,9 @@ class Options:
         if not 1 <= target.cores <= MAX_CORES:
             raise UserError(f"--cores must be between 1 and {MAX_CORES}, got {target.cores}")
         self._check_hyperparameters()
+        from tinyodl.driver.precision import check_options  # it builds on this module's UserError
+
+        check_options(self)
 
     def _check_hyperparameters(self) -> None:
         """The ranges PyTorch's optimizers accept (a NaN fails every comparison, so it is caught too)."""

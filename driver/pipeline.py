@@ -9,6 +9,7 @@ import onnx
 
 from tinyodl.driver.budget import check_fits_l2
 from tinyodl.driver.options import Options, UserError
+from tinyodl.driver.precision import precision_pass
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.text import print_graph
 from tinyodl.ir.types import Role
@@ -22,15 +23,20 @@ from tinyodl.passes.training import Training, layers
 def default_passes(options: Options) -> list[Pass]:
     """The pipeline that `compile`, `simulate` and `bench` run."""
     target = options.target()
-    return [
+    passes: list[Pass] = [
         Canonicalize(fold_bn=options.fold_bn, strip_softmax=options.loss == "cross_entropy"),
         Training(loss=options.loss, optimizer=options.optimizer, lr=options.lr, momentum=options.momentum,
                  weight_decay=options.weight_decay, nesterov=options.nesterov, beta1=options.betas[0],
                  beta2=options.betas[1], eps=options.eps, train=options.train),
-        *([Tiling(l1_bytes=target.l1_bytes, cores=target.cores)] if options.tiling and target.l1_bytes > 0 else []),
-        # last: the L2 plan follows the final op order and sees every tensor the program allocates
-        Memory(l2_bytes=target.l2_bytes),
     ]
+    precision = precision_pass(options)  # None in fp32: the fp32 pipeline is the one it always was
+    if precision is not None:
+        passes.append(precision)
+    if options.tiling and target.l1_bytes > 0:
+        passes.append(Tiling(l1_bytes=target.l1_bytes, cores=target.cores))
+    # last: the L2 plan follows the final op order and sees every tensor the program allocates
+    passes.append(Memory(l2_bytes=target.l2_bytes))
+    return passes
 
 
 def model_label(model: Path | onnx.ModelProto) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 
 from tinyodl.driver.data import Batches
 from tinyodl.driver.options import UserError
+from tinyodl.driver.precision import loss_scaling_values
 from tinyodl.ir.executor import Executor
 from tinyodl.ir.graph import Graph
 from tinyodl.ir.types import Phase
@@ -22,6 +23,9 @@ class ReferenceRun:
     initial: dict[str, np.ndarray] = field(default_factory=dict)  # by ONNX initializer name, before step 0
     grads: dict[str, np.ndarray] = field(default_factory=dict)    # by ONNX initializer name, of the last step
     linear_updates: set[str] = field(default_factory=set)         # parameters whose update is plain SGD
+    # With loss scaling: the scale each step used, and whether its update was skipped (gradients overflowed).
+    loss_scales: list[float] = field(default_factory=list)
+    skipped: list[bool] = field(default_factory=list)
 
 
 def run_reference(graph: Graph, batches: Batches,
@@ -32,11 +36,16 @@ def run_reference(graph: Graph, batches: Batches,
     initial = {v.origin or v.name: executor.param(v.name).copy() for v in trainable}
     updates = {op.inputs[0]: op for op in graph.ops if op.phase is Phase.UPDATE and len(op.inputs) > 1}
     loss_value = graph.outputs[0]
-    losses = []
+    scaling = loss_scaling_values(graph)
+    losses, scales, skipped = [], [], []
     env: dict[str, np.ndarray] = {}
     for step, feed in enumerate(batches.steps):
+        if scaling is not None:
+            scales.append(float(executor.param(scaling[0].name)))
         with np.errstate(all="ignore"):  # a diverging run is reported below, once, not as numpy warnings
             env = executor.run(feed)
+        if scaling is not None:
+            skipped.append(bool(env[scaling[1].name]))
         losses.append(float(env[loss_value.name]))
         if not np.isfinite(losses[-1]):
             raise UserError(f"training diverged: the reference loss of step {step} is {losses[-1]} (try a "
@@ -47,4 +56,4 @@ def run_reference(graph: Graph, batches: Batches,
     grads = {v.origin or v.name: env[updates[v].inputs[1].name] for v in trainable if v in updates}
     linear = {v.origin or v.name for v in trainable if v in updates and updates[v].type == "sgd_update"}
     return ReferenceRun(losses, params, executor, initial=initial, grads=grads,
-                        linear_updates=linear)
+                        linear_updates=linear, loss_scales=scales, skipped=skipped)

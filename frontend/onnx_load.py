@@ -279,11 +279,11 @@ def _require_static_inputs(model: onnx.ModelProto) -> None:
         tensor_type = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
             raise FrontendError(f"input '{vi.name}' is not a tensor; tinyodl needs float32 tensors")
-        if tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        if tensor_type.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
             known = tensor_type.elem_type in onnx.TensorProto.DataType.values()
             dtype = onnx.TensorProto.DataType.Name(tensor_type.elem_type) if known else \
                 f"{tensor_type.elem_type} (undefined)"
-            raise FrontendError(f"input '{vi.name}' has element type {dtype}; tinyodl supports float32 only")
+            raise FrontendError(f"input '{vi.name}' has element type {dtype}; tinyodl supports float32 and float16")
         if not tensor_type.HasField("shape"):
             raise FrontendError(f"input '{vi.name}' has an unknown rank; tinyodl needs static shapes")
         for axis, dim in enumerate(tensor_type.shape.dim):

@@ -48,9 +48,11 @@ class ImportState:
             raise KeyError(name)
         data = self.constants[name]
         kind = "initializer" if name in self.initializers else "constant"
+        if data.dtype == np.float16:
+            data = data.astype(np.float32)  # exact: --dtype chooses the precision it trains in
         if data.dtype != np.float32:
             raise FrontendError(f"{kind} '{name}' has element type {data.dtype} and is used as a tensor; "
-                                "tinyodl supports float32 only")
+                                "tinyodl supports float32 and float16")
         if not np.all(np.isfinite(data)):
             bad = int(np.count_nonzero(~np.isfinite(data)))
             raise FrontendError(f"{kind} '{name}' holds NaN or infinity ({bad} of {data.size} elements); "

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tinyodl.ir.graph import AttrValue, Graph, Op, Value
 from tinyodl.ir.registry import TILING_ATTRS, kernel_of, lookup, mutated_operands
+from tinyodl.ir.rounding import bf16_bits
 from tinyodl.ir.types import DType
 
 DOMAIN = "tinyodl"
@@ -29,7 +30,8 @@ ONNX_OPSET = 17
 # What onnx 1.12, the release that introduced opset 17, writes: every reader since opens the file.
 IR_VERSION = 8
 
-_ELEM_TYPE = {DType.F32: TensorProto.FLOAT, DType.F16: TensorProto.FLOAT16, DType.I32: TensorProto.INT32,
+_ELEM_TYPE = {DType.F32: TensorProto.FLOAT, DType.F16: TensorProto.FLOAT16, DType.BF16: TensorProto.BFLOAT16,
+              DType.I32: TensorProto.INT32,
               DType.I64: TensorProto.INT64}
 
 
@@ -143,7 +145,11 @@ def export_onnx(graph: Graph) -> onnx.ModelProto:
     for value in [*graph.params, *graph.state]:
         if value.name in graph.initial:
             array = np.asarray(graph.initial[value.name]).astype(value.dtype.numpy).reshape(value.shape)
-            initializers.append(numpy_helper.from_array(array, value.name))
+            if value.dtype is DType.BF16:  # numpy has no bfloat16: the raw bits
+                initializers.append(helper.make_tensor(value.name, TensorProto.BFLOAT16, list(value.shape),
+                                                       bf16_bits(array).tobytes(), raw=True))
+            else:
+                initializers.append(numpy_helper.from_array(array, value.name))
         else:
             inputs.append(_value_info(value.name, value))
     outputs = [_value_info(current[value], value) for value in graph.outputs]

@@ -16,6 +16,7 @@ program runs. `run_tiled` executes a plan with the numpy references, tile by til
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,7 +64,8 @@ class OperandTiling:
     box: Box                   # compute box (loaded for in/inout, written by the kernel for out)
     store: Box | None = None   # out: the part of the compute box stored to L2 (None: all of it)
     shape: tuple[int, ...] = ()  # the tensor's own shape, where the view differs from it
-    # The C program holds every tensor in 32-bit words (floats and int labels alike).
+    # Bytes per element: the tensor's dtype (fp16 and bf16 take 2); the C program holds integers (labels, the
+    # step counter) in 32-bit words.
     itemsize: int = 4
 
     def axes(self) -> set[int]:
@@ -294,7 +296,13 @@ def make_plan(kernel: str, in_types: Sequence[TensorType], out_types: Sequence[T
     attrs = lookup(kernel).with_defaults(attrs)
     family = family_of(kernel, in_types, out_types, attrs)
     axes, operands = family.build(kernel, in_types, out_types, attrs, tile_sizes)
-    return TilePlan(kernel, family.name, dict(attrs), tuple(axes), tuple(operands))
+    sized = [dataclasses.replace(o, itemsize=element_bytes((out_types if o.mode == OUT else in_types)[o.index]))
+             for o in operands]
+    return TilePlan(kernel, family.name, dict(attrs), tuple(axes), tuple(sized))
+
+
+def element_bytes(t: TensorType) -> int:
+    return t.dtype.itemsize if t.dtype.is_float else 4
 
 
 def run_tiled(plan: TilePlan, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

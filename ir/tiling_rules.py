@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyodl.ir.registry import lookup
+from tinyodl.ir.registry import evaluate, lookup, written_positions
 from tinyodl.ir.tiling import (
     IN,
     INOUT,
@@ -37,8 +37,7 @@ Attrs = Mapping[str, Any]
 
 
 def _reference(kernel: str, inputs: Sequence[np.ndarray], attrs: Attrs) -> list[np.ndarray]:
-    opdef = lookup(kernel)
-    return opdef.reference(inputs, opdef.with_defaults(attrs))
+    return evaluate(kernel, inputs, attrs)
 
 
 # -- convolution ------------------------------------------------------------------------------------
@@ -254,7 +253,7 @@ def _gemm_run(plan: TilePlan, entries: Sequence[tuple[int, ...]], arrays: list[n
 
 # -- element-wise over flat chunks ----------------------------------------------------------------------
 FLAT_KERNELS = ("add", "relu", "relu_grad", "leaky_relu", "leaky_relu_grad", "sigmoid", "sigmoid_grad", "tanh",
-                "tanh_grad", "clip", "clip_grad", "sgd_update", "adam_update")
+                "tanh_grad", "clip", "clip_grad", "sgd_update", "adam_update", "cast", "amp_scale")
 
 
 def _flat_length(ins: Sequence[TensorType]) -> int:
@@ -271,7 +270,7 @@ def _flat_build(kernel: str, ins: Sequence[TensorType], outs: Sequence[TensorTyp
     length = _flat_length(ins)
     axes = [_axis("i", length, sizes["i"], ("i0", "in"), _blocks(length, sizes["i"]))]
     chunk = (None, None, None, Slice(0, "i0", "in"))
-    mutated = lookup(kernel).mutates
+    mutated = written_positions(lookup(kernel), attrs, len(ins))
     operands = []
     for index, t in enumerate(ins):
         box = chunk if t.numel == length else (None, None, None, None)  # adam's step counter is whole
@@ -441,7 +440,7 @@ def _plane_run(plan: TilePlan, entries: Sequence[tuple[int, ...]], arrays: list[
 # -- anything else: one tile holding every operand whole ------------------------------------------------
 def _whole_build(kernel: str, ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: Attrs, sizes: Sizes
                  ) -> tuple[list[Axis], list[OperandTiling]]:
-    mutated = lookup(kernel).mutates
+    mutated = written_positions(lookup(kernel), attrs, len(ins))
     whole = (None, None, None, None)
     operands = [OperandTiling(f"in{i}", INOUT if i in mutated else IN, i, _v4(t.shape), whole, shape=t.shape)
                 for i, t in enumerate(ins)]
@@ -471,7 +470,7 @@ def _accepts_all(kernel: str, ins: Sequence[TensorType], outs: Sequence[TensorTy
 
 def _flat_accepts(kernel: str, ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: Attrs) -> bool:
     length = ins[0].numel
-    chunked = ins[:4] if kernel == "adam_update" else ins  # adam's fifth operand is the step counter
+    chunked = [t for t in ins if t.shape != ()]  # scalars (adam's step, a loss scale, a guard flag) are whole
     return all(t.numel == length for t in list(chunked) + list(outs)) and \
         (kernel != "add" or ins[0].shape == ins[1].shape)
 

@@ -10,21 +10,37 @@ import numpy as np
 
 class DType(enum.Enum):
     F32 = "f32"
-    F16 = "f16"
+    F16 = "f16"    # IEEE binary16
+    BF16 = "bf16"  # bfloat16 (PULP's float16alt): float32's exponent, 7 mantissa bits
     I32 = "i32"
     I64 = "i64"
 
     @property
     def numpy(self) -> np.dtype:
-        return np.dtype({"f32": np.float32, "f16": np.float16, "i32": np.int32, "i64": np.int64}[self.value])
+        """The host array type that holds the dtype's values exactly (numpy has no bfloat16: float32)."""
+        return np.dtype({"f32": np.float32, "f16": np.float16, "bf16": np.float32, "i32": np.int32,
+                         "i64": np.int64}[self.value])
 
     @property
     def itemsize(self) -> int:
-        return self.numpy.itemsize
+        """Bytes per element on the target."""
+        return 2 if self in (DType.F16, DType.BF16) else self.numpy.itemsize
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.F32, DType.F16)
+        return self in FLOAT_DTYPES
+
+    @classmethod
+    def parse(cls, text: str) -> DType:
+        """A float dtype from its IR name (f32, f16, bf16) or its option name (fp32, fp16, bf16)."""
+        aliases = {"fp32": "f32", "fp16": "f16"}
+        dtype = cls(aliases.get(text, text))
+        if not dtype.is_float:
+            raise ValueError(f"{text!r} is not a float dtype")
+        return dtype
+
+
+FLOAT_DTYPES = frozenset({DType.F32, DType.F16, DType.BF16})
 
 
 class Layout(enum.Enum):

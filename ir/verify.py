@@ -37,7 +37,7 @@ def verify_graph(graph: Graph) -> None:
     for index, op in enumerate(graph.ops):
         where = describe(op, index)
         try:
-            opdef = lookup(op.type)
+            lookup(op.type)
         except IRError as exc:
             raise IRError(f"{where}: {exc}") from None
         rank = _PHASE_ORDER[op.phase]
@@ -68,8 +68,8 @@ def verify_graph(graph: Graph) -> None:
                           f"{op.outputs[0].l2_offset}, its source at {op.inputs[0].l2_offset}")
         if op.body or op.type == "tile_loop":
             _verify_body(op, where, defined)
-        for position in mutated_operands(op) if opdef.name == "tile_loop" else opdef.mutates:
-            if position < len(op.inputs) and op.inputs[position].role not in (Role.PARAM, Role.STATE):
+        for position in mutated_operands(op):
+            if op.inputs[position].role not in (Role.PARAM, Role.STATE):
                 raise IRError(f"{where}: writes operand %{op.inputs[position].name} in place, "
                               "which is neither a parameter nor optimizer state")
     for value in graph.outputs:

@@ -116,7 +116,7 @@ def _option_items(body: str) -> list[str]:
 
 
 def _load_passes() -> None:
-    from tinyodl.passes import canonicalize, memory, training  # noqa: F401
+    from tinyodl.passes import canonicalize, memory, precision, training  # noqa: F401
 
 
 @dataclass

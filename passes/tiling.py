@@ -19,7 +19,8 @@ from tinyodl.ir.registry import kernel_of, lookup, op_macs
 from tinyodl.ir.tiling import IN, OUT, TilePlan, make_plan, tiling_axes
 from tinyodl.passes.manager import Pass, PassError, register_pass
 
-UNTILED = ("reshape", "step_increment", "tile_loop")
+# The finite check of loss scaling reduces a whole gradient to one flag and reads it from L2 as it goes.
+UNTILED = ("reshape", "step_increment", "tile_loop", "amp_unscale", "amp_update_scale")
 
 # The cost model, calibrated on the simulator's instruction counts of the kernels (tinyodl bench):
 MAC_PER_CYCLE_PER_CORE = 0.55   # a 3x3 convolution's inner loops on one core

@@ -85,7 +85,7 @@ def _conv_macs(x: Sequence[int], w: Sequence[int], y: Sequence[int]) -> int:
 
 register(OpDef(
     "conv2d", _infer_conv, _ref_conv, 2, 3, CONV_ATTRS, _grad_conv,
-    lambda ins, outs, a: _conv_macs(ins[0].shape, ins[1].shape, outs[0].shape),
+    lambda ins, outs, a: _conv_macs(ins[0].shape, ins[1].shape, outs[0].shape), casts_results=True,
     doc="y = conv(x, w) + b; pads top,left,bottom,right; group 1 or depthwise",
 ))
 
@@ -120,7 +120,7 @@ def _ref_grad_input(inputs: Sequence[np.ndarray], attrs: Attrs) -> list[np.ndarr
 register(OpDef(
     "conv2d_grad_input", _infer_grad_input, _ref_grad_input, 2, 2,
     {**CONV_ATTRS, "input_shape": AttrSpec("ints")}, None,
-    lambda ins, outs, a: _conv_macs(outs[0].shape, ins[1].shape, ins[0].shape),
+    lambda ins, outs, a: _conv_macs(outs[0].shape, ins[1].shape, ins[0].shape), casts_results=True,
     doc="dx = conv_transpose(dy, w): gradient of conv2d with respect to its input",
 ))
 
@@ -154,6 +154,6 @@ def _ref_grad_weight(inputs: Sequence[np.ndarray], attrs: Attrs) -> list[np.ndar
 register(OpDef(
     "conv2d_grad_weight", _infer_grad_weight, _ref_grad_weight, 2, 2,
     {**CONV_ATTRS, "kernel": AttrSpec("ints")}, None,
-    lambda ins, outs, a: _conv_macs(ins[0].shape, outs[0].shape, ins[1].shape),
+    lambda ins, outs, a: _conv_macs(ins[0].shape, outs[0].shape, ins[1].shape), casts_results=True,
     doc="dw = sum over batch and pixels of dy x window(x): gradient of conv2d with respect to its weight",
 ))

@@ -88,5 +88,5 @@ def _macs(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: Attrs) -
     return m * n * k
 
 
-register(OpDef("gemm", _infer, _ref, 2, 3, GEMM_ATTRS, _grad, _macs,
+register(OpDef("gemm", _infer, _ref, 2, 3, GEMM_ATTRS, _grad, _macs, casts_results=True,
                doc="Y = alpha op(A) op(B) + beta C; C broadcasts to [M, N]"))

@@ -58,7 +58,7 @@ def _grad_bn(b: GradBuilder, op: Op, dys: Sequence[Value | None], wants: Sequenc
 
 
 register(OpDef("batchnorm", _infer_bn, _ref_bn, 5, 5, EPS, _grad_bn,
-               lambda ins, outs, a: ins[0].numel, frozen_operands=(3, 4),
+               lambda ins, outs, a: ins[0].numel, frozen_operands=(3, 4), mixed_operands=(3, 4),
                doc="(x - mean) / sqrt(var + eps) * gamma + beta with fixed mean/var; operands x,gamma,beta,mean,var"))
 
 
@@ -70,7 +70,7 @@ def _infer_grad_input(types: Sequence[TensorType], attrs: Attrs) -> list[TensorT
 register(OpDef("batchnorm_grad_input", _infer_grad_input,
                lambda ins, a: [ins[0] * ins[1].reshape(_per_channel(ins[0].shape)) * _inv_std(ins[2], ins[0],
                                                                                               a["epsilon"])],
-               3, 3, EPS, None, lambda ins, outs, a: ins[0].numel,
+               3, 3, EPS, None, lambda ins, outs, a: ins[0].numel, mixed_operands=(2,),
                doc="dx = dy * gamma / sqrt(var + eps); operands dy,gamma,var"))
 
 
@@ -90,5 +90,5 @@ def _ref_grad_params(ins: Sequence[np.ndarray], attrs: Attrs) -> list[np.ndarray
 
 
 register(OpDef("batchnorm_grad_params", _infer_grad_params, _ref_grad_params, 4, 4, EPS, None,
-               lambda ins, outs, a: ins[0].numel,
+               lambda ins, outs, a: ins[0].numel, mixed_operands=(2, 3), casts_results=True,
                doc="dgamma = sum(dy * xhat), dbeta = sum(dy) per channel; operands dy,x,mean,var"))

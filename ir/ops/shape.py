@@ -58,7 +58,7 @@ def _grad_reduce(b: GradBuilder, op: Op, dys: Sequence[Value | None], wants: Seq
 
 register(OpDef("reduce_sum", _infer_reduce, _ref_reduce, 1, 1,
                {"axes": AttrSpec("ints"), "keepdims": AttrSpec("int", 0), "scale": AttrSpec("float", 1.0)},
-               _grad_reduce, doc="scale * sum over axes"))
+               _grad_reduce, casts_results=True, doc="scale * sum over axes"))
 
 
 def _infer_broadcast(types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:

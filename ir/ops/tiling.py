@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tinyodl.ir.graph import Graph, Op, Value
-from tinyodl.ir.registry import Attrs, AttrSpec, IRError, OpDef, kernel_of, lookup, register
+from tinyodl.ir.registry import Attrs, AttrSpec, IRError, OpDef, evaluate, kernel_of, lookup, register
 from tinyodl.ir.tiling import IN, INOUT, OUT, OperandTiling, TilePlan, make_plan, tiling_axes
 from tinyodl.ir.types import Role, TensorType
 
@@ -26,8 +26,7 @@ def _never(types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
 
 def _run_kernel(inputs: Sequence[np.ndarray], attrs: Attrs) -> list[np.ndarray]:
     kernel, kernel_attrs = kernel_of("tile_loop", attrs)
-    opdef = lookup(kernel)
-    return opdef.reference(inputs, opdef.with_defaults(kernel_attrs))
+    return evaluate(kernel, inputs, kernel_attrs)
 
 
 def _body_only(name: str):  # type: ignore[no-untyped-def]

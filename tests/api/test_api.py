@@ -61,7 +61,7 @@ def test_unknown_option_is_a_type_error_naming_it() -> None:
 
 
 @pytest.mark.parametrize(("options", "fragment"), [
-    ({"lr": -1.0}, "--lr"), ({"optimizer": "rmsprop"}, "--optimizer rmsprop"), ({"dtype": "fp16"}, "--dtype fp16"),
+    ({"lr": -1.0}, "--lr"), ({"optimizer": "rmsprop"}, "--optimizer rmsprop"), ({"dtype": "fp8"}, "--dtype fp8"),
     ({"platform": "nosuchchip"}, "--platform nosuchchip"), ({"cores": 0}, "--cores"),
     ({"target": "fpga"}, "--target fpga"), ({"steps": 0}, "--steps"), ({"timeout": float("nan")}, "--timeout"),
 ])

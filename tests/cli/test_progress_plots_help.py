@@ -223,12 +223,13 @@ def test_every_default_is_in_the_help() -> None:
 
 def test_only_implemented_choices_are_offered() -> None:
     actions = {a.dest: a for a in _subparsers()["simulate"]._actions}
-    assert list(actions["dtype"].choices) == ["fp32"]
+    assert list(actions["dtype"].choices) == ["fp32", "fp16", "bf16", "mixed"]
     assert list(actions["layout"].choices) == ["chw"]
     assert sorted(actions["platform"].choices) == sorted(TARGETS)
     done = subprocess.run([sys.executable, "-m", "tinyodl", "simulate", str(EXAMPLES / "mlp.onnx"), "--dtype",
                            "fp16"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "invalid choice: 'fp16'" in done.stderr
+    # fp16 exists on the reference; the simulated cluster (the default target) has no fp16 kernels yet
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "C kernels" in done.stderr
 
 
 def test_a_failing_display_does_not_stop_the_guest_output() -> None:

@@ -30,6 +30,8 @@ FD_ATOL = 1e-7
 FD_STEP = 1e-6
 
 OPTIMIZER_OPS = {"sgd_update", "adam_update", "step_increment"}
+# Loss scaling (GradScaler's steps) has no gradient; tests/ir/test_precision_reference.py checks it against torch.
+LOSS_SCALING_OPS = {"amp_scale", "amp_unscale", "amp_update_scale"}
 LOSS_OPS = {"softmax_cross_entropy", "mse_loss"}
 
 
@@ -40,7 +42,8 @@ def is_backward_op(name: str) -> bool:
 # Tile loops and their DMA ops move data and run other ops' references; tests/passes/test_tiling.py covers them.
 TILING_OPS = ("tile_loop", "dma_in", "dma_wait", "dma_out", "tile_accumulate")
 FORWARD_OPS = sorted(name for name in registered()
-                     if not is_backward_op(name) and name not in OPTIMIZER_OPS and name not in TILING_OPS)
+                     if not is_backward_op(name) and name not in OPTIMIZER_OPS | LOSS_SCALING_OPS
+                     and name not in TILING_OPS)
 
 
 @dataclass
@@ -265,6 +268,8 @@ def misc_cases() -> list[Case]:
         unary_case("global_avgpool", "4d", x4, {}, lambda t: F.adaptive_avg_pool2d(t, 1)),
         unary_case("global_avgpool", "3d", x3, {}, lambda t: F.adaptive_avg_pool1d(t, 1)),
         unary_case("reshape", "flatten", x4, {"shape": (2, 60)}, lambda t: t.reshape(2, 60)),
+        # In float64 a cast is the identity; the executor's rounding is tested with the reduced dtypes.
+        unary_case("cast", "to_f32", x3, {"to": "f32"}, lambda t: t.clone()),
         unary_case("reshape", "split", x3, {"shape": (6, 1, 7)}, lambda t: t.reshape(6, 1, 7)),
         unary_case("reduce_sum", "axes02", x4, {"axes": (0, 2)}, lambda t: torch.sum(t, (0, 2))),
         unary_case("reduce_sum", "axes13_keep_scaled", x4, {"axes": (1, 3), "keepdims": 1, "scale": 0.5},

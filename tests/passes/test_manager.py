@@ -72,8 +72,8 @@ def test_spec_parses_back_to_the_same_passes(passes: list[Pass]) -> None:
 
 
 @pytest.mark.parametrize("text,message", [
-    ("fold-everything", "unknown pass 'fold-everything' (known: canonicalize, memory, tiling, training)"),
-    ("canonicalize,lower", "unknown pass 'lower' (known: canonicalize, memory, tiling, training)"),
+    ("fold-everything", "unknown pass 'fold-everything' (known: canonicalize, memory, precision, tiling, training)"),
+    ("canonicalize,lower", "unknown pass 'lower' (known: canonicalize, memory, precision, tiling, training)"),
     ("canonicalize{fold=1}", "pass 'canonicalize': unknown or malformed option 'fold=1'"),
     ("canonicalize{fold_bn}", "pass 'canonicalize': unknown or malformed option 'fold_bn'"),
     ("training{name=x}", "pass 'training': unknown or malformed option 'name=x'"),
