@@ -193,7 +193,7 @@ def evaluate_on_qemu(graph: Graph, data: EvalData, options: Options, *, timeout:
     sample, check against the reference). Raises UserError for a bad toolchain or build, SimulationFailed
     when the run fails."""
     from tinyodl.driver.files import write_c_project
-    from tinyodl.driver.qemu import SimulationFailed
+    from tinyodl.driver.qemu import SIMULATOR_NAMES, SimulationFailed
     from tinyodl.runtime import host
     from tinyodl.runtime.simulators import SimulatorError, open_simulator
 
@@ -212,7 +212,8 @@ def evaluate_on_qemu(graph: Graph, data: EvalData, options: Options, *, timeout:
             elf = host.build(project)
         except host.BuildError as exc:
             raise UserError(f"build failed: {exc}") from None
-        progress(f"running {len(data.feeds)} batch(es) in {sim.name} on {options.target().cores} cores")
+        progress(f"running {len(data.feeds)} batch(es) in {SIMULATOR_NAMES[sim.name]} on "
+                 f"{options.target().cores} cores")
         result = sim.run(elf, options.target().cores, timeout, count=False)
         if not result.ok:
             raise SimulationFailed(f"simulation failed: {result.failure}")

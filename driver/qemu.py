@@ -90,7 +90,7 @@ def read_words(tag: str, numel: int, lines: Iterator[str]) -> np.ndarray:
     return raw
 
 
-_SHOWN = {"qemu": "QEMU", "gvsoc": "GVSoC pulp-open"}
+SIMULATOR_NAMES = {"qemu": "QEMU", "gvsoc": "GVSoC pulp-open"}
 _L2_HINTS = {"gvsoc": " (on GVSoC the initial parameters, the batches and the kept gradients take L2 beside the "
                       "program: the pulp-open model has no off-chip memory a core can address)"}
 
@@ -132,7 +132,7 @@ def run_on_qemu(graph: Graph, batches: Batches, options: Options, *, timeout: fl
                 from None
         memory = host.memory_usage(elf, toolchain)
         cores = options.target().cores
-        progress.message(f"running {len(batches.steps)} step(s) in {_SHOWN[sim.name]} on {cores} cores")
+        progress.message(f"running {len(batches.steps)} step(s) in {SIMULATOR_NAMES[sim.name]} on {cores} cores")
         progress.start_steps(sim.name, len(batches.steps))
         result = sim.run(elf, cores, timeout, count=True, on_line=lambda line: _show_loss(line, progress))
         progress.finish()

@@ -113,7 +113,7 @@ def test_qemu_simulate_returns_the_same_shapes_and_report_keys_as_the_reference(
     model = EXAMPLES / "mlp.onnx"
     simulated = tinyodl.simulate(model, steps=2, train="last:2", cores=3, progress=True)
     shown = capsys.readouterr().err.splitlines()  # progress streamed from the guest's LOSS lines
-    assert "[tinyodl] running 2 step(s) in QEMU on 3 harts" in shown
+    assert "[tinyodl] running 2 step(s) in QEMU on 3 cores" in shown
     assert [line.split("  ")[0] for line in shown if "qemu: step" in line] == [
         "[tinyodl] qemu: step 1/2", "[tinyodl] qemu: step 2/2"]
     reference = tinyodl.simulate(model, steps=2, train="last:2", cores=3, target="reference")
