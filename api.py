@@ -95,8 +95,8 @@ def simulate(model: Model, *, data: str | os.PathLike[str] | None = None, steps:
         raise UserError(f"--steps must be >= 1, got {steps}")
     if not 0 < timeout < math.inf:  # NaN fails this too
         raise UserError(f"--timeout must be a finite number of seconds > 0, got {timeout}")
-    if target == "qemu":
-        check_c_backend(checked, "--target qemu")
+    if target != "reference":
+        check_c_backend(checked, f"--target {target}")
     shown = Progress(quiet=not progress)
     graph = build_training_graph(_source(model), checked)
     if init_params is not None:

@@ -171,8 +171,8 @@ def evaluate_model(model: Path | onnx.ModelProto, data: Path, options: Options, 
         raise UserError(f"--target {target}: choose from {', '.join(EVAL_TARGETS)}")
     if not timeout > 0:  # NaN fails this too
         raise UserError(f"--timeout must be > 0 seconds, got {timeout}")
-    if target == "qemu":
-        check_c_backend(options, "eval --target qemu")
+    if target != "reference":
+        check_c_backend(options, f"eval --target {target}")
     graph = forward_graph(model, options)
     if params is not None:
         init_from(graph, Path(params), model, fold_bn=options.fold_bn, optimizer_state=False)

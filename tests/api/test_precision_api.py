@@ -197,3 +197,12 @@ def test_a_mixed_run_resumes_with_its_loss_scale(tmp_path: Path) -> None:
     save_state(plain, first.params, {k: v for k, v in first.state.items() if not k.startswith("amp.")})
     fp32 = tinyodl.simulate(EXAMPLES / "mlp.onnx", target="reference", steps=1, momentum=0.9, init_params=plain)
     assert resumed.report["precision"]["vs_fp32"]["losses_fp32"] == fp32.losses
+
+
+@pytest.mark.parametrize("target", ["qemu", "gvsoc"])
+def test_every_simulated_target_refuses_reduced_precision_until_its_kernels_exist(target: str) -> None:
+    # GVSoC builds the same C as QEMU: neither has fp16/bf16 kernels yet, so both refuse before building
+    with pytest.raises(tinyodl.UserError, match=f"--target {target} needs the fp16/bf16 C kernels"):
+        tinyodl.simulate(EXAMPLES / "mlp.onnx", target=target, dtype="fp16")
+    with pytest.raises(tinyodl.UserError, match=f"eval --target {target} needs the fp16/bf16 C kernels"):
+        tinyodl.evaluate(EXAMPLES / "mlp.onnx", data=EXAMPLES / "missing.npz", target=target, dtype="bf16")
